@@ -1,0 +1,195 @@
+"""Stand-ins for what cannot run here: Stream's edge (in-process) and OpenAI Realtime (in-process LLM).
+
+Both are built on Vision-Agents' own base classes and talk to the agent the way the real plugins do:
+the edge emits `AudioReceivedEvent`s and `CallEndedEvent`, the LLM emits transcriptions through the
+Realtime base class's helpers. Each fake registers itself by call id so a test can drive the call.
+"""
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from getstream.video.rtc import AudioStreamTrack, PcmData
+from vision_agents.core.agents.conversation import InMemoryConversation
+from vision_agents.core.edge import EdgeTransport
+from vision_agents.core.edge.events import AudioReceivedEvent, CallEndedEvent
+from vision_agents.core.edge.types import Connection, Participant, User
+from vision_agents.core.llm.llm import LLMResponseFinal
+from vision_agents.core.llm.realtime import Realtime
+
+CANDIDATE = Participant(original=None, user_id="candidate-7", id="candidate-7-session")
+
+
+@dataclass
+class FakeCall:
+    id: str
+    call_type: str = "default"
+
+
+class FakeConnection(Connection):
+    def __init__(self) -> None:
+        self.joined = asyncio.Event()
+        self.left_at = 0.0
+        self.closed = False
+
+    async def close(self) -> None:
+        self.closed = True
+
+    async def wait_for_participant(self, timeout: float | None = None) -> None:
+        await asyncio.wait_for(self.joined.wait(), timeout)
+
+    def idle_since(self) -> float:
+        return self.left_at if self.left_at or not self.joined.is_set() else 0.0
+
+
+@dataclass
+class CallScript:
+    """What a test wants from a call before the agent joins it."""
+
+    fail_join: str | None = None
+    candidate_present: bool = True
+
+
+@dataclass
+class Calls:
+    """Every fake call by id: a test drives it through here."""
+
+    edges: dict[str, "FakeEdge"] = field(default_factory=dict)
+    scripts: dict[str, CallScript] = field(default_factory=dict)
+    joined: dict[str, asyncio.Event] = field(default_factory=dict)
+
+    def clear(self) -> None:
+        self.edges.clear()
+        self.scripts.clear()
+        self.joined.clear()
+
+    async def wait_joined(self, call_id: str, timeout: float = 10) -> "FakeEdge":
+        """The call's edge once the agent joined and spoke first (its output is consumed from then on)."""
+        await asyncio.wait_for(self.joined.setdefault(call_id, asyncio.Event()).wait(), timeout)
+        edge = self.edges[call_id]
+        await wait_until(lambda: edge.llm.prompts, timeout)
+        return edge
+
+
+CALLS = Calls()
+
+
+class FakeEdge(EdgeTransport[FakeCall]):
+    def __init__(self) -> None:
+        super().__init__()
+        self.connection = FakeConnection()
+        self.call: FakeCall | None = None
+        self.agent: Any = None
+
+    async def authenticate(self, user: User) -> None:
+        self.user = user
+
+    async def create_call(self, call_id: str, **kwargs: Any) -> FakeCall:
+        return FakeCall(id=call_id, call_type=kwargs.get("call_type", "default"))
+
+    def create_audio_track(self, *args: Any, **kwargs: Any) -> AudioStreamTrack:
+        return AudioStreamTrack(sample_rate=48000, channels=1)
+
+    def open_demo(self, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError
+
+    async def join(self, agent: Any, call: FakeCall, **kwargs: Any) -> Connection:
+        script = CALLS.scripts.get(call.id, CallScript())
+        if script.fail_join:
+            raise ConnectionError(script.fail_join)
+        self.call, self.agent = call, agent
+        CALLS.edges[call.id] = self
+        if script.candidate_present:
+            self.connection.joined.set()
+        CALLS.joined.setdefault(call.id, asyncio.Event()).set()
+        return self.connection
+
+    async def publish_tracks(self, audio_track: Any, video_track: Any) -> None:
+        pass
+
+    async def create_conversation(self, call: Any, user: User, instructions: str) -> InMemoryConversation:
+        return InMemoryConversation(instructions, [])
+
+    def add_track_subscriber(self, track_id: str) -> None:
+        return None
+
+    async def send_custom_event(self, data: dict[str, Any]) -> None:
+        pass
+
+    # What a test does to the call.
+    @property
+    def llm(self) -> "FakeRealtime":
+        return self.agent.llm
+
+    def candidate_speaks(self, frames: int = 5) -> None:
+        """Audio frames from the candidate, as Stream delivers them: the agent learns who is speaking."""
+        for _ in range(frames):
+            pcm = PcmData(sample_rate=48000, format="s16", samples=np.zeros(960, dtype=np.int16), channels=1)
+            self.events.send(AudioReceivedEvent(pcm_data=pcm, participant=CANDIDATE))
+
+    async def candidate_says(self, text: str) -> None:
+        self.candidate_speaks()
+        await wait_until(lambda: self.llm.audio_frames > 0)
+        self.llm.transcribe_candidate(text)
+
+    def candidate_leaves(self) -> None:
+        self.connection.left_at = time.time()
+
+    def end_call(self) -> None:
+        assert self.call is not None
+        self.events.send(CallEndedEvent(call=self.call))
+
+    def messages(self) -> list[str]:
+        conversation = self.agent.conversation
+        return [m.content for m in conversation.messages] if conversation else []
+
+
+class FakeRealtime(Realtime):
+    """OpenAI Realtime's role, in-process: records prompts and audio, emits transcriptions on request."""
+
+    def __init__(self, fail_connect: str | None = None) -> None:
+        super().__init__()
+        self.fail_connect = fail_connect
+        self.prompts: list[str] = []
+        self.audio_frames = 0
+        self.closed = False
+
+    async def connect(self) -> None:
+        if self.fail_connect:
+            raise ConnectionError(self.fail_connect)
+        self._on_connected(session_config={"instructions": self._instructions})
+
+    async def simple_response(self, text: str, participant: Participant | None = None):  # type: ignore[override]
+        self.prompts.append(text)
+        yield LLMResponseFinal()
+
+    async def simple_audio_response(self, pcm: PcmData, participant: Participant) -> None:
+        self._current_participant = participant
+        self.audio_frames += 1
+
+    async def watch_video_track(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    async def close(self) -> None:
+        self.closed = True
+        self._on_disconnected()
+
+    @property
+    def instructions(self) -> str:
+        return self._instructions
+
+    def say(self, text: str) -> None:
+        self._emit_agent_speech_transcription(text, mode="final")
+
+    def transcribe_candidate(self, text: str) -> None:
+        self._emit_user_speech_transcription(text, mode="final")
+
+
+async def wait_until(condition: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(0.02)
