@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints, create_model
 from vision_agents.core import Agent, User
 from vision_agents.core.edge.events import CallEndedEvent
 from vision_agents.core.utils.audio_filter import FirstSpeakerWinsFilter
@@ -27,13 +27,18 @@ Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Question = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
 
 
-class Invite(BaseModel):
+class Invite(BaseModel, extra="forbid"):
     call_id: CallId
     call_type: CallId = "default"
     candidate_name: Name
     job_title: Name
     questions: list[Question] = Field([], max_length=30)
     max_minutes: float | None = Field(None, gt=0)
+
+    @classmethod
+    def limited_to(cls, minutes: float) -> type["Invite"]:
+        """The invite as this deployment accepts it: `max_minutes` at most MAX_INTERVIEW_MINUTES, in the schema too."""
+        return create_model("Invite", __base__=cls, max_minutes=(float | None, Field(None, gt=0, le=minutes)))
 
 
 @dataclass

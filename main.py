@@ -34,6 +34,9 @@ def create_app(
     settings: Settings, make_edge: Callable[[], Any] | None = None, make_llm: Callable[[], Any] | None = None
 ) -> FastAPI:
     """The service; `make_edge` and `make_llm` build each agent's Stream edge and OpenAI Realtime LLM."""
+    # Vision-Agents logs transcripts and the session's instructions (candidate data) at INFO.
+    for library in ("vision_agents", "getstream", "aiortc", "aioice"):
+        logging.getLogger(library).setLevel(logging.WARNING)
 
     def realtime() -> openai.Realtime:
         key = settings.openai_api_key.get_secret_value()
@@ -67,9 +70,7 @@ def create_app(
         return JSONResponse(body if interviews.ready else body | {"detail": "not ready"}, 200 if body["ready"] else 503)
 
     @app.post("/interviews", status_code=202, **guarded, responses=problems(401, 409, 429, 503))
-    async def invite(body: Invite) -> dict[str, str]:
-        if body.max_minutes and body.max_minutes > settings.max_interview_minutes:
-            raise HTTPException(422, f"max_minutes must be at most {settings.max_interview_minutes:g}")
+    async def invite(body: Invite.limited_to(settings.max_interview_minutes)) -> dict[str, str]:  # type: ignore[valid-type]
         if not interviews.ready:
             raise HTTPException(503, "Warming up or shutting down; retry shortly", RETRY_SOON)
         try:
@@ -104,9 +105,6 @@ def refusal(exc: Exception, call_id: str) -> HTTPException:
 def main() -> None:
     settings = load_settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Vision-Agents logs transcripts and the session's instructions (candidate data) at INFO.
-    for library in ("vision_agents", "getstream", "aiortc", "aioice"):
-        logging.getLogger(library).setLevel(logging.WARNING)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
 
 

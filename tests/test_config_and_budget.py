@@ -89,3 +89,13 @@ def test_example_env_documents_every_setting():
         line.split("=")[0].lstrip("# ") for line in (ROOT / ".env.example").read_text().splitlines() if "=" in line
     }
     assert {name.upper() for name in Settings.model_fields} <= documented
+
+
+def test_requirements_txt_is_the_lock_exported():
+    """`uv pip install -r requirements.txt` installs exactly what `uv sync` does."""
+    command = ["uv", "export", "--quiet", "--frozen", "--format", "requirements-txt", "--no-dev", "--no-emit-project"]
+    exported = subprocess.run([*command, "--no-header"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    committed = (ROOT / "requirements.txt").read_text()
+    assert committed.split("\n", 2)[2].strip() == exported.strip(), (
+        "run: uv export --no-dev --no-emit-project -o requirements.txt"
+    )
