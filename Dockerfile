@@ -3,12 +3,13 @@
 FROM ghcr.io/astral-sh/uv:0.13.9 AS uv
 
 FROM python:3.11-slim AS build
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 COPY --from=uv /uv /uvx /usr/local/bin/
 ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_PYTHON_DOWNLOADS=never UV_PROJECT_ENVIRONMENT=/app/.venv
 WORKDIR /app
 RUN --mount=type=cache,target=/root/.cache/uv \
-    --mount=type=bind,source=uv.lock,target=uv.lock \
-    --mount=type=bind,source=pyproject.toml,target=pyproject.toml \
+    --mount=type=bind,source=uv.lock,target=/app/uv.lock \
+    --mount=type=bind,source=pyproject.toml,target=/app/pyproject.toml \
     uv sync --locked --no-dev --no-install-project
 # Vision-Agents' warm-up needs Silero VAD; bake it in from the pinned PyPI wheel, checked, so nothing downloads at start.
 ARG SILERO_VAD=silero-vad==6.2.3
@@ -20,7 +21,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
  && echo "$SILERO_SHA256  /opt/vad/silero_vad.onnx" | sha256sum -c - \
  && rm -rf /tmp/silero
 COPY *.py interviewer_prompt.md ./
-RUN python -m compileall -q *.py
+RUN python -m compileall -q ./*.py
 
 FROM python:3.11-slim
 RUN groupadd --system --gid 10001 app && useradd --system --uid 10001 --gid app --home-dir /app app \
@@ -29,7 +30,7 @@ COPY --from=build --chown=app:app /app /app
 COPY --from=build /opt/vad /opt/vad
 ENV PATH=/app/.venv/bin:$PATH PYTHONUNBUFFERED=1 VAD_MODEL_DIR=/opt/vad TRANSCRIPT_DIR=/data/transcripts PORT=8000
 WORKDIR /app
-USER app
+USER 10001:10001
 VOLUME ["/data/transcripts"]
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s \
