@@ -10,6 +10,7 @@ import uvicorn
 from fastapi import Depends, FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from openai import AsyncOpenAI
 from pydantic import BaseModel
 from vision_agents.core.agents.exceptions import MaxConcurrentSessionsExceeded, MaxSessionsPerCallExceeded
 from vision_agents.plugins import getstream, openai
@@ -38,9 +39,12 @@ def create_app(
     for library in ("vision_agents", "getstream", "aiortc", "aioice"):
         logging.getLogger(library).setLevel(logging.WARNING)
 
+    # One OpenAI client for every interviewer: the plugin never closes the one it would make per agent.
+    openai_client = AsyncOpenAI(api_key=settings.openai_api_key.get_secret_value())
+
     def realtime() -> openai.Realtime:
-        key = settings.openai_api_key.get_secret_value()
-        return openai.Realtime(model=settings.openai_model, voice=settings.openai_voice, api_key=key, send_video=False)
+        model, voice = settings.openai_model, settings.openai_voice
+        return openai.Realtime(model=model, voice=voice, client=openai_client, send_video=False)
 
     interviews = Interviews(settings, make_edge or getstream.Edge, make_llm or realtime)
 
@@ -49,6 +53,7 @@ def create_app(
         await interviews.start()
         yield
         await interviews.stop()
+        await openai_client.close()
 
     def authorized(credentials: Credentials) -> None:
         token = settings.api_token.get_secret_value().encode()

@@ -68,7 +68,8 @@ class TranscriptStore:
             self.ended.clear()
             await self.ship_backlog()
             with contextlib.suppress(TimeoutError):  # an ending wakes us at once; after a failure, retry later
-                await asyncio.wait_for(self.ended.wait(), self.settings.ship_interval_seconds)
+                async with asyncio.timeout(self.settings.ship_interval_seconds):
+                    await self.ended.wait()
 
     async def ship_backlog(self) -> None:
         """Store every final document at its URI; each leaves the spool only once storage confirmed it."""

@@ -118,7 +118,10 @@ def make_settings(tmp_path: Path, vad_model_dir: Path) -> Callable[..., Any]:
 async def running(
     settings: Any, make_llm: Callable[[], Any] = FakeRealtime
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
-    """The real app (real AgentLauncher, real FastAPI) with the fake edge and LLM, its lifespan running."""
+    """The real app (real AgentLauncher, real FastAPI) with the fake edge, its lifespan running.
+
+    `make_llm=None` keeps the service's own `openai.Realtime`; the default is the in-process fake.
+    """
     from main import create_app
 
     app = create_app(settings, make_edge=FakeEdge, make_llm=make_llm)

@@ -66,10 +66,10 @@ class Calls:
         self.joined.clear()
 
     async def wait_joined(self, call_id: str, timeout: float = 10) -> "FakeEdge":
-        """The call's edge once the agent joined and spoke first (its output is consumed from then on)."""
+        """The call's edge once the agent joined and (with the fake LLM) spoke first: its output is consumed then."""
         await asyncio.wait_for(self.joined.setdefault(call_id, asyncio.Event()).wait(), timeout)
         edge = self.edges[call_id]
-        await wait_until(lambda: edge.llm.prompts, timeout)
+        await wait_until(lambda: getattr(edge.llm, "prompts", True), timeout)
         return edge
 
 

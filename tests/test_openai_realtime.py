@@ -1,0 +1,103 @@
+"""The real `openai.Realtime` plugin, configured by the service, against a WebRTC stand-in for OpenAI."""
+
+import asyncio
+import logging
+
+import pytest
+
+from tests.conftest import invite_body, running
+from tests.fakes import CALLS, CANDIDATE, wait_until
+from tests.openai_standin import RealtimeStandIn
+from tests.test_interviews import stored_transcript
+
+QUESTIONS = ["Tell us about a system you scaled.", "How do you test async code?", "Why this team?"]
+
+
+@pytest.fixture
+async def standin(monkeypatch):
+    async with RealtimeStandIn() as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.url)  # where the plugin's AsyncOpenAI client looks
+        yield server
+
+
+async def test_session_config_and_the_interviewer_speaking_first(standin, make_settings):
+    settings = make_settings(openai_model="gpt-realtime-test", openai_voice="cedar")
+    async with running(settings, make_llm=None) as (client, _):
+        body = invite_body("rt-config", candidate_name="Ada Lovelace", job_title="Staff Engineer", questions=QUESTIONS)
+        assert (await client.post("/interviews", json=body)).status_code == 202
+        await wait_until(lambda: "response.create" in standin.event_types(), timeout=20)
+        spoke_first = standin.event_types()  # before the test lets the candidate say anything
+        edge = await CALLS.wait_joined("rt-config")
+        edge.end_call()
+
+    session = standin.offers[0]
+    assert session["model"] == "gpt-realtime-test" and session["audio"]["output"]["voice"] == "cedar"
+    assert session["audio"]["input"]["transcription"]["model"]
+    instructions = session["instructions"]
+    assert "Ada Lovelace" in instructions and "Staff Engineer" in instructions
+    assert [instructions.index(q) for q in QUESTIONS] == sorted(instructions.index(q) for q in QUESTIONS)
+    assert spoke_first[-2:] == ["conversation.item.create", "response.create"]
+    assert standin.client_events[-2]["item"]["content"][0]["text"].startswith("Greet the candidate")
+
+
+async def test_a_scripted_exchange_lands_in_the_transcript(standin, make_settings):
+    async with running(make_settings(), make_llm=None) as (client, _):
+        accepted = (await client.post("/interviews", json=invite_body("rt-talk"))).json()
+        await wait_until(lambda: "response.create" in standin.event_types(), timeout=20)
+        edge = await CALLS.wait_joined("rt-talk")
+        llm = edge.agent.llm
+
+        standin.interviewer_says("Hello Ada, welcome. Tell us about yourself.")
+        await wait_until(lambda: len(edge.messages()) == 1)
+        edge.candidate_speaks(frames=25)
+        await wait_until(lambda: llm._current_participant is not None)  # who is speaking: from the audio frames
+        standin.candidate_said("I build distributed systems.")
+        await wait_until(lambda: len(edge.messages()) == 2)
+        standin.interviewer_says("Tell us about a system you scaled.")
+        await wait_until(lambda: len(edge.messages()) == 3)
+        edge.candidate_speaks(frames=25)
+        standin.candidate_said("A payments ledger.")
+        await wait_until(lambda: len(edge.messages()) == 4)
+        frames_from_agent = standin.audio_frames
+        edge.end_call()
+        doc = await stored_transcript(None, accepted["transcript_uri"])
+
+    assert frames_from_agent > 0
+    assert [(m["role"], m["speaker_id"], m["text"]) for m in doc["messages"]] == [
+        ("interviewer", "ai-interviewer", "Hello Ada, welcome. Tell us about yourself."),
+        ("candidate", CANDIDATE.user_id, "I build distributed systems."),
+        ("interviewer", "ai-interviewer", "Tell us about a system you scaled."),
+        ("candidate", CANDIDATE.user_id, "A payments ledger."),
+    ]
+    assert doc["end_reason"] == "call_ended"
+
+
+async def test_openai_refusing_or_failing_ends_the_interview_with_error(standin, make_settings, caplog):
+    caplog.set_level(logging.INFO)
+    async with running(make_settings(), make_llm=None) as (client, interviews):
+        before = {task for task in asyncio.all_tasks() if not task.done()}
+        docs = {}
+        for status in (401, 500):
+            standin.refuse_with = status
+            accepted = (await client.post("/interviews", json=invite_body(f"rt-{status}"))).json()
+            docs[status] = (accepted, await stored_transcript(None, accepted["transcript_uri"], timeout=20))
+            await wait_until(lambda: not interviews.live)
+        await asyncio.sleep(0.5)
+        left = {task for task in asyncio.all_tasks() if not task.done()} - before - {asyncio.current_task()}
+    # At most the stand-in's side of the service's one pooled OpenAI connection; nothing of either interview.
+    connections = {task for task in left if "RequestHandler.start" in repr(task.get_coro())}
+    assert len(connections) <= 1 and left - connections == set(), [task.get_coro() for task in left]
+    failures = [r.getMessage() for r in caplog.records if r.name == "interview_agent" and r.levelno == logging.ERROR]
+    for status, (accepted, doc) in docs.items():
+        assert doc["end_reason"] == "error" and str(status) in doc["error"]
+        assert sum(accepted["interview_id"] in line and str(status) in line for line in failures) == 1
+    assert standin.peers == []
+
+
+async def test_ending_the_call_closes_the_peer_connection(standin, make_settings):
+    async with running(make_settings(), make_llm=None) as (client, _):
+        await client.post("/interviews", json=invite_body("rt-close"))
+        await wait_until(lambda: "response.create" in standin.event_types(), timeout=20)
+        edge = await CALLS.wait_joined("rt-close")
+        edge.end_call()
+        await asyncio.wait_for(standin.closed.wait(), timeout=5)
