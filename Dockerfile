@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# Multi-stage: dependencies from uv.lock in a cached layer of their own, the code on top, a slim non-root runtime.
+# Multi-stage: locked dependencies in a cached layer of their own, the code as the last layer, a slim non-root runtime.
 FROM ghcr.io/astral-sh/uv:0.13.9 AS uv
 
 FROM python:3.11-slim AS build
@@ -11,7 +11,7 @@ RUN --mount=type=cache,target=/root/.cache/uv \
     --mount=type=bind,source=uv.lock,target=/app/uv.lock \
     --mount=type=bind,source=pyproject.toml,target=/app/pyproject.toml \
     uv sync --locked --no-dev --no-install-project
-# Vision-Agents' warm-up needs Silero VAD; bake it in from the pinned PyPI wheel, checked, so nothing downloads at start.
+# Vision-Agents' warm-up needs Silero VAD: baked in from the pinned PyPI wheel, checksum-verified, never downloaded at start.
 ARG SILERO_VAD=silero-vad==6.2.3
 ARG SILERO_SHA256=1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3
 RUN --mount=type=cache,target=/root/.cache/pip \
@@ -20,20 +20,22 @@ RUN --mount=type=cache,target=/root/.cache/pip \
  && python -c "import zipfile,glob; open('/opt/vad/silero_vad.onnx','wb').write(zipfile.ZipFile(glob.glob('/tmp/silero/*.whl')[0]).read('silero_vad/data/silero_vad.onnx'))" \
  && echo "$SILERO_SHA256  /opt/vad/silero_vad.onnx" | sha256sum -c - \
  && rm -rf /tmp/silero
-COPY *.py interviewer_prompt.md ./
-RUN python -m compileall -q ./*.py
+COPY *.py interviewer_prompt.md /code/
+RUN python -m compileall -q -d /app /code
 
 FROM python:3.11-slim
 RUN groupadd --system --gid 10001 app && useradd --system --uid 10001 --gid app --home-dir /app app \
  && mkdir -p /data/transcripts && chown app:app /data/transcripts
-COPY --from=build --chown=app:app /app /app
-COPY --from=build /opt/vad /opt/vad
 ENV PATH=/app/.venv/bin:$PATH PYTHONUNBUFFERED=1 VAD_MODEL_DIR=/opt/vad TRANSCRIPT_DIR=/data/transcripts PORT=8000
 WORKDIR /app
-USER 10001:10001
 VOLUME ["/data/transcripts"]
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s \
   CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ['PORT']}/health\", timeout=2)"]
 STOPSIGNAL SIGTERM
+USER 10001:10001
 CMD ["python", "main.py"]
+# Root-owned, so the service cannot modify itself; the environment's layer stays cached when only the code changes.
+COPY --from=build /opt/vad /opt/vad
+COPY --from=build /app/.venv /app/.venv
+COPY --from=build /code/ /app/

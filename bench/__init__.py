@@ -1,0 +1,1 @@
+"""Benchmarks of interview-agent against Vision-Agents' own Runner: `uv run python -m bench [--quick]`."""

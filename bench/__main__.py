@@ -1,0 +1,392 @@
+"""`uv run python -m bench [--quick] [--output BENCHMARKS.md]`: every measurement in one run, as a markdown table.
+
+Comparisons are ratios measured side by side in the same run; figures are medians of repeated runs.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "bench-token-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+Row = tuple[str, str, str, str]  # what, figure, target, verdict
+BURST_GAP_SECONDS = 5  # between bursts; invites on the hour come minutes apart, the spare pool refills in about 1 s
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def environment(workdir: Path, **extra: str) -> dict[str, str]:
+    env = os.environ | {"PYTHONPATH": str(ROOT), "API_TOKEN": TOKEN, "STREAM_API_KEY": "k", "STREAM_API_SECRET": "s"}
+    env |= {"OPENAI_API_KEY": "sk-bench", "TRANSCRIPT_DIR": str(workdir / "transcripts"), "LOG_LEVEL": "error"}
+    env |= {"MAX_CONCURRENT_INTERVIEWS": "10000", "VAD_MODEL_DIR": vad_model_dir()}
+    env.pop("GCS_BUCKET", None)
+    return env | extra
+
+
+def vad_model_dir() -> str:
+    sys.path.insert(0, str(ROOT))
+    from tests.conftest import fetch_vad_model
+
+    return str(fetch_vad_model(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "interview-agent-vad"))
+
+
+class Server:
+    """One `python -m bench.serve KIND PORT` process."""
+
+    def __init__(self, kind: str, workdir: Path, **env: str) -> None:
+        self.kind, self.port = kind, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [sys.executable, "-m", "bench.serve", kind, str(self.port)]
+        self.started = time.perf_counter()
+        log = (workdir / f"{kind}-{self.port}.log").open("w")
+        self.process = subprocess.Popen(command, cwd=workdir, env=environment(workdir, **env), stdout=log, stderr=log)
+
+    def wait_ready(self, timeout: float = 120) -> float:
+        """Seconds from process start to `/ready` 200."""
+        while time.perf_counter() - self.started < timeout:
+            try:
+                if httpx.get(f"{self.url}/ready", timeout=1).status_code == 200:
+                    return time.perf_counter() - self.started
+            except httpx.TransportError:
+                pass
+            time.sleep(0.01)
+        raise TimeoutError(f"{self.kind} did not become ready")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+    def rss_mb(self) -> float:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1]) / 1024
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+async def invite_latencies(server: Server, clients: int, per_client: int) -> tuple[list[float], dict[int, int]]:
+    """Seconds from request to answer, `clients` at once, each call id distinct."""
+    latencies: list[float] = []
+    codes: dict[int, int] = {}
+
+    async def client(n: int, http: httpx.AsyncClient) -> None:
+        for k in range(per_client):
+            call_id = f"bench-{server.kind}-{clients}-{n}-{k}-{time.monotonic_ns()}"
+            started = time.perf_counter()
+            if server.kind == "runner":
+                response = await http.post(f"/calls/{call_id}/sessions", json={"call_type": "default"})
+            else:
+                body = {"call_id": call_id, "candidate_name": "Ada", "job_title": "Engineer"}
+                response = await http.post("/interviews", json=body, headers=AUTH)
+            latencies.append(time.perf_counter() - started)
+            codes[response.status_code] = codes.get(response.status_code, 0) + 1
+
+    limits = httpx.Limits(max_connections=clients + 5)
+    async with httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits) as http:
+        await asyncio.gather(*(client(n, http) for n in range(clients)))
+    return latencies, codes
+
+
+def bench_invites(workdir: Path, quick: bool) -> list[Row]:
+    """1 client back to back; bursts of 20 at once, a pause between (interviews start on the hour); 20 sustained."""
+    scenarios = {
+        "1 client, back to back": (1, 10 if quick else 40, 1),
+        "bursts of 20 concurrent invites": (20, 1, 2 if quick else 8),
+        "20 clients, back to back (sustained)": (20, 2 if quick else 5, 1),
+    }
+    servers = {kind: Server(kind, workdir) for kind in ("service", "runner")}
+    results: dict[tuple[str, str], list[float]] = {}
+    try:
+        for server in servers.values():
+            server.wait_ready()
+        for name, (clients, per_client, bursts) in scenarios.items():
+            for kind, server in servers.items():  # side by side, same moment, same machine
+                time.sleep(3)  # what the last scenario started has failed its join (offline) and settled
+                latencies: list[float] = []
+                for _ in range(bursts):
+                    measured, codes = asyncio.run(invite_latencies(server, clients, per_client))
+                    assert set(codes) <= {201, 202}, f"{kind}: {codes}"
+                    latencies += measured
+                    time.sleep(BURST_GAP_SECONDS if bursts > 1 else 0)
+                results[(kind, name)] = latencies
+    finally:
+        for server in servers.values():
+            server.stop()
+    rows: list[Row] = []
+    for name, (clients, _, _) in scenarios.items():
+        ours, theirs = results[("service", name)], results[("runner", name)]
+        p50, p99 = percentile(ours, 0.5) * 1000, percentile(ours, 0.99) * 1000
+        r50, r99 = percentile(theirs, 0.5) * 1000, percentile(theirs, 0.99) * 1000
+        figure = f"service p50 {p50:.0f} ms, p99 {p99:.0f} ms; Runner p50 {r50:.0f} ms, p99 {r99:.0f} ms"
+        figure += f"; ratio p50 {p50 / r50:.2f}, p99 {p99 / r99:.2f} ({len(ours)} invites each)"
+        target = "p99 < 100 ms, p50 <= 0.5x Runner" if clients == 20 else "no slower than the Runner"
+        met = (p99 < 100 and p50 <= 0.5 * r50) if clients == 20 else p50 <= 1.1 * r50
+        rows.append((f"invite latency: {name}", figure, target, verdict(met)))
+    return rows
+
+
+def bench_startup(workdir: Path, quick: bool) -> list[Row]:
+    runs = 1 if quick else 5
+    imports = "import vision_agents.core, vision_agents.plugins.openai, vision_agents.plugins.getstream"
+    floor = statistics.median(timed([sys.executable, "-c", imports], workdir) for _ in range(runs))
+    starts: dict[str, float] = {}
+    resident: dict[str, float] = {}
+    for kind in ("service", "runner"):
+        samples = []
+        for _ in range(runs):
+            server = Server(kind, workdir)
+            try:
+                samples.append(server.wait_ready())
+                time.sleep(2)  # the service's spare agents are built by now
+                resident[kind] = server.rss_mb()
+            finally:
+                server.stop()
+        starts[kind] = statistics.median(samples)
+    service, runner = starts["service"], starts["runner"]
+    memory = f"service {resident['service']:.0f} MB (with its spare agents), Runner {resident['runner']:.0f} MB"
+    startup = f"service {service:.2f} s, Runner {runner:.2f} s (ratio {service / runner:.2f})"
+    overhead = f"{floor:.2f} s (service overhead {service / floor - 1:+.0%})"
+    return [
+        ("start-up to /ready 200", startup, "", ""),
+        ("bare import of vision_agents + 2 plugins", overhead, "within 10% of it", verdict(service <= 1.1 * floor)),
+        ("resident memory when ready, real plugins", memory, "", ""),
+    ]
+
+
+def timed(command: list[str], workdir: Path) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, cwd=workdir, env=environment(workdir), check=True)
+    return time.perf_counter() - started
+
+
+def bench_memory(workdir: Path, quick: bool) -> list[Row]:
+    levels = (0, 5, 10) if quick else (0, 10, 25, 50)
+    server = Server("fakes", workdir, IDLE_TIMEOUT_SECONDS="600")
+    points: list[tuple[int, float, float]] = []
+    try:
+        server.wait_ready()
+        live = 0
+        with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as http:
+            for level in levels:
+                while live < level:
+                    body = {"call_id": f"mem-{live}", "candidate_name": "Ada", "job_title": "Engineer"}
+                    assert http.post("/interviews", json=body).status_code == 202
+                    live += 1
+                time.sleep(3 if quick else 8)  # frames flowing, lines accumulating
+                cpu_before, wall_before = server.cpu_seconds(), time.perf_counter()
+                time.sleep(2 if quick else 5)
+                cpu = (server.cpu_seconds() - cpu_before) / (time.perf_counter() - wall_before)
+                points.append((level, server.rss_mb(), cpu))
+                assert http.get("/ready").json()["live_interviews"] == level
+    finally:
+        server.stop()
+    mb, cpu = slope([(n, rss) for n, rss, _ in points]), slope([(n, c) for n, _, c in points])
+    table = ", ".join(f"{n}: {rss:.0f} MB / {c:.0%} CPU" for n, rss, c in points)
+    return [
+        ("resident memory (live interviews: RSS / CPU of a core)", table, "", ""),
+        ("memory per live interview (slope)", f"{mb:.1f} MB", "< 15 MB", verdict(mb < 15)),
+        ("CPU per live interview (slope)", f"{cpu:.1%} of a core", "< 2% of a core", verdict(cpu < 0.02)),
+    ]
+
+
+def slope(points: list[tuple[int, float]]) -> float:
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    mx, my = statistics.mean(xs), statistics.mean(ys)
+    return sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x in xs)
+
+
+def bench_shipping(workdir: Path, quick: bool) -> list[Row]:
+    from tests.conftest import BUCKET, GcsEmulator
+
+    emulator = GcsEmulator()
+    os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{emulator.port}"
+    emulator.start()
+    try:
+        return asyncio.run(ship_and_probe(workdir, BUCKET, runs=3 if quick else 9))
+    finally:
+        emulator.stop()
+
+
+async def ship_and_probe(workdir: Path, bucket: str, runs: int) -> list[Row]:
+    from google.cloud import storage
+
+    from config import Settings
+    from transcripts import TranscriptStore
+
+    credentials = {"stream_api_key": "k", "stream_api_secret": "s", "openai_api_key": "k", "api_token": TOKEN}
+    settings = Settings(**credentials, gcs_bucket=bucket, transcript_dir=workdir / "ship")  # type: ignore[arg-type]
+    store = TranscriptStore(settings)
+    shipper = asyncio.create_task(store.ship_forever())
+    reader = storage.Client().bucket(bucket)
+    rows: list[Row] = []
+    try:
+        for lines, label in ((300, "30-minute interview (300 lines)"), (20, "2-minute interview (20 lines)")):
+            samples = []
+            for run in range(runs):
+                doc = document(f"{lines}-{run}-{time.monotonic_ns()}", lines)
+                started = time.perf_counter()
+                store.save_final(doc, "call_ended", None)
+                name = store.uri(doc).split("/", 3)[3]
+                while not await asyncio.to_thread(reader.blob(name).exists):
+                    await asyncio.sleep(0.005)
+                samples.append(time.perf_counter() - started)
+            p50 = statistics.median(samples) * 1000
+            rows.append(
+                (f"call end to readable in GCS: {label}", f"p50 {p50:.0f} ms", "p50 < 200 ms", verdict(p50 < 200))
+            )
+
+        stalls: list[float] = []
+        probing = asyncio.create_task(loop_lag(stalls))
+        names = []
+        for n in range(20):
+            doc = document(f"burst-{n}-{time.monotonic_ns()}", 300)
+            store.save_final(doc, "call_ended", None)
+            names.append(store.uri(doc).split("/", 3)[3])
+        while store.backlog():
+            await asyncio.sleep(0.01)
+        probing.cancel()
+        worst = max(stalls) * 1000
+        rows.append(
+            (
+                "worst event-loop stall, 20 transcripts shipping at once",
+                f"{worst:.1f} ms",
+                "< 20 ms",
+                verdict(worst < 20),
+            )
+        )
+    finally:
+        shipper.cancel()
+    return rows
+
+
+def document(interview_id: str, lines: int) -> dict[str, Any]:
+    now = datetime.now(UTC).isoformat()
+    message = {
+        "role": "candidate",
+        "speaker_id": "user-1",
+        "text": "A fairly long answer about distributed systems " * 3,
+        "at": now,
+    }
+    doc = {"version": 1, "interview_id": interview_id, "call_id": f"c-{interview_id}", "call_type": "default"}
+    doc |= {"candidate_name": "Ada", "job_title": "Engineer", "started_at": now, "messages": [message] * lines}
+    return doc | dict.fromkeys(["ended_at", "duration_seconds", "end_reason", "error"])
+
+
+async def loop_lag(stalls: list[float]) -> None:
+    """How late a 1 ms sleep wakes up: the longest time the loop could not run anything else."""
+    while True:
+        started = time.perf_counter()
+        await asyncio.sleep(0.001)
+        stalls.append(time.perf_counter() - started - 0.001)
+
+
+def bench_install(quick: bool) -> list[Row]:
+    if quick:
+        return [("install (uv sync --frozen vs pip)", "skipped with --quick", "", "")]
+    uv = shutil.which("uv") or "uv"
+
+    def uv_sync(target: Path) -> None:
+        env = os.environ | {"UV_PROJECT_ENVIRONMENT": str(target)}
+        subprocess.run([uv, "sync", "--frozen", "--no-dev", "--quiet"], cwd=ROOT, env=env, check=True)
+
+    def pip_install(target: Path) -> None:
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(target)], check=True)
+        pip = [
+            uv,
+            "run",
+            "--no-project",
+            "--with",
+            "pip",
+            "--python",
+            str(target / "bin" / "python"),
+            "python",
+            "-m",
+            "pip",
+        ]
+        subprocess.run([*pip, "install", "--quiet", "-r", str(ROOT / "requirements.txt")], check=True)
+
+    uv_time = fresh_install_seconds(uv_sync, runs=3)
+    pip_time = fresh_install_seconds(pip_install, runs=1)
+    figure = f"uv {uv_time:.1f} s, pip {pip_time:.1f} s: uv {pip_time / uv_time:.0f}x faster"
+    return [
+        (
+            "fresh venv, warm caches: uv sync --frozen vs pip install -r requirements.txt",
+            figure,
+            "10-100x",
+            verdict(pip_time / uv_time >= 10),
+        )
+    ]
+
+
+def fresh_install_seconds(install: Callable[[Path], None], runs: int) -> float:
+    with tempfile.TemporaryDirectory() as warm:
+        install(Path(warm) / "venv")  # warms the cache; not timed
+    samples = []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as fresh:
+            started = time.perf_counter()
+            install(Path(fresh) / "venv")
+            samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
+def verdict(met: bool) -> str:
+    return "met" if met else "**missed**"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer runs and levels: a smoke test under a minute")
+    parser.add_argument("--output", type=Path, help="also write the table and the machine to this markdown file")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as directory:
+        workdir = Path(directory)
+        rows = bench_invites(workdir, args.quick) + bench_startup(workdir, args.quick)
+        rows += bench_memory(workdir, args.quick) + bench_shipping(workdir, args.quick) + bench_install(args.quick)
+    machine = f"{platform.platform()}, Python {platform.python_version()}, {os.cpu_count()} cores"
+    command = "uv run python -m bench" + (" --quick" if args.quick else "")
+    header = (
+        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine}; `{command}`, {time.perf_counter() - started:.0f} s."
+    )
+    lines = [header, "", "| measurement | figure | target | |", "|---|---|---|---|"]
+    lines += [f"| {what} | {figure} | {target} | {met} |" for what, figure, target, met in rows]
+    table = "\n".join(lines)
+    print(table)
+    if args.output:
+        args.output.write_text(table + "\n")
+    print(json.dumps({"rows": len(rows)}), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
