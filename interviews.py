@@ -13,6 +13,7 @@ from interviewer import Interview, Invite, agent_factory, conduct, log
 from transcripts import TranscriptStore
 
 FLUSH_SECONDS = 5  # a crash loses at most this much of a running interview's transcript
+SPARE_AGENTS = 20  # built ahead, so a burst of invites does not queue behind agent construction
 
 
 class AlreadyOnCall(Exception):
@@ -23,8 +24,9 @@ class Interviews:
     def __init__(self, settings: Settings, make_edge: Callable[[], Any], make_llm: Callable[[], Any]) -> None:
         self.settings, self.store, self.draining = settings, TranscriptStore(settings), False
         self.live: dict[str, Interview] = {}  # by call id; reserved before the launcher starts the session
+        self.build, self.spares = agent_factory(settings, make_edge, make_llm), list[Agent]()
         self.launcher = AgentLauncher(
-            create_agent=agent_factory(settings, make_edge, make_llm),
+            create_agent=self.create_agent,
             join_call=self.join_call,
             agent_idle_timeout=settings.idle_timeout_seconds,
             max_concurrent_sessions=settings.max_concurrent_interviews,
@@ -40,7 +42,7 @@ class Interviews:
 
     async def start(self) -> None:
         self.store.recover()
-        jobs = (self.launcher.start(), self.keep_progress(), self.store.ship_forever())
+        jobs = (self.launcher.start(), self.keep_progress(), self.store.ship_forever(), self.keep_spares())
         self.tasks = [asyncio.create_task(job) for job in jobs]
 
     async def stop(self) -> None:
@@ -50,6 +52,7 @@ class Interviews:
             task.cancel()
         try:
             async with asyncio.timeout(self.settings.shutdown_grace_seconds - 1):
+                await asyncio.gather(*(spare.close() for spare in self.spares))
                 await self.launcher.stop()
                 await self.store.ship_backlog()
                 await asyncio.gather(*self.store.webhooks)
@@ -91,6 +94,17 @@ class Interviews:
             await conduct(agent, self.live[call_id], self.settings, self.store)
         finally:
             self.live.pop(call_id, None)
+
+    def create_agent(self) -> Agent:
+        return self.spares.pop() if self.spares else self.build()
+
+    async def keep_spares(self) -> None:
+        """AgentLauncher builds each agent under one lock, ~25 ms each (mostly Stream's own TLS context)."""
+        while True:
+            if len(self.spares) < min(SPARE_AGENTS, self.settings.max_concurrent_interviews - len(self.live)):
+                self.spares.append(await asyncio.to_thread(self.build))  # off the loop: invites stay fast
+            else:
+                await asyncio.sleep(0.2)
 
     async def keep_progress(self) -> None:
         while True:
