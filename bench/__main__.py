@@ -117,6 +117,9 @@ async def invite_latencies(server: Server, clients: int, per_client: int) -> tup
     return latencies, codes
 
 
+STARTUPS: dict[str, list[float]] = {"service": [], "runner": []}  # seconds to /ready, every server started
+
+
 def bench_invites(workdir: Path, quick: bool) -> list[Row]:
     """1 client back to back; bursts of 20 at once, a pause between (interviews start on the hour); 20 sustained."""
     scenarios = {
@@ -127,17 +130,19 @@ def bench_invites(workdir: Path, quick: bool) -> list[Row]:
     servers = {kind: Server(kind, workdir) for kind in ("service", "runner")}
     results: dict[tuple[str, str], list[float]] = {}
     try:
-        for server in servers.values():
-            server.wait_ready()
+        for kind, server in servers.items():
+            STARTUPS[kind].append(server.wait_ready())
         for name, (clients, per_client, bursts) in scenarios.items():
             for kind, server in servers.items():  # side by side, same moment, same machine
-                time.sleep(3)  # what the last scenario started has failed its join (offline) and settled
+                time.sleep(
+                    1 if quick else 3
+                )  # what the last scenario started has failed its join (offline) and settled
                 latencies: list[float] = []
                 for _ in range(bursts):
                     measured, codes = asyncio.run(invite_latencies(server, clients, per_client))
                     assert set(codes) <= {201, 202}, f"{kind}: {codes}"
                     latencies += measured
-                    time.sleep(BURST_GAP_SECONDS if bursts > 1 else 0)
+                    time.sleep((2 if quick else BURST_GAP_SECONDS) if bursts > 1 else 0)
                 results[(kind, name)] = latencies
     finally:
         for server in servers.values():
@@ -160,10 +165,10 @@ def bench_startup(workdir: Path, quick: bool) -> list[Row]:
     imports = "import vision_agents.core, vision_agents.plugins.openai, vision_agents.plugins.getstream"
     floor = statistics.median(timed([sys.executable, "-c", imports], workdir) for _ in range(runs))
     starts: dict[str, float] = {}
-    resident: dict[str, float] = {}
+    resident: dict[str, float] = {"service": float("nan"), "runner": float("nan")}  # not measured with --quick
     for kind in ("service", "runner"):
-        samples = []
-        for _ in range(runs):
+        samples = list(STARTUPS[kind]) if quick else []  # --quick reuses the start-ups of the latency servers
+        for _ in range(0 if quick else runs):
             server = Server(kind, workdir)
             try:
                 samples.append(server.wait_ready())
@@ -190,7 +195,7 @@ def timed(command: list[str], workdir: Path) -> float:
 
 
 def bench_memory(workdir: Path, quick: bool) -> list[Row]:
-    levels = (0, 5, 10) if quick else (0, 10, 25, 50)
+    levels = (0, 5) if quick else (0, 10, 25, 50)
     server = Server("fakes", workdir, IDLE_TIMEOUT_SECONDS="600")
     points: list[tuple[int, float, float]] = []
     try:
@@ -202,9 +207,9 @@ def bench_memory(workdir: Path, quick: bool) -> list[Row]:
                     body = {"call_id": f"mem-{live}", "candidate_name": "Ada", "job_title": "Engineer"}
                     assert http.post("/interviews", json=body).status_code == 202
                     live += 1
-                time.sleep(3 if quick else 8)  # frames flowing, lines accumulating
+                time.sleep(2 if quick else 8)  # frames flowing, lines accumulating
                 cpu_before, wall_before = server.cpu_seconds(), time.perf_counter()
-                time.sleep(2 if quick else 5)
+                time.sleep(1 if quick else 5)
                 cpu = (server.cpu_seconds() - cpu_before) / (time.perf_counter() - wall_before)
                 points.append((level, server.rss_mb(), cpu))
                 assert http.get("/ready").json()["live_interviews"] == level
