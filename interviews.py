@@ -23,6 +23,7 @@ class AlreadyOnCall(Exception):
 class Interviews:
     def __init__(self, settings: Settings, make_edge: Callable[[], Any], make_llm: Callable[[], Any]) -> None:
         self.settings, self.store, self.draining = settings, TranscriptStore(settings), False
+        self.failure: str | None = None  # why warm-up failed: reported by /ready
         self.live: dict[str, Interview] = {}  # by call id; reserved before the launcher starts the session
         self.build, self.spares = agent_factory(settings, make_edge, make_llm), list[Agent]()
         self.launcher = AgentLauncher(
@@ -42,7 +43,7 @@ class Interviews:
 
     async def start(self) -> None:
         self.store.recover()
-        jobs = (self.launcher.start(), self.keep_progress(), self.store.ship_forever(), self.keep_spares())
+        jobs = (self.warm_up(), self.keep_progress(), self.store.ship_forever(), self.keep_spares())
         self.tasks = [asyncio.create_task(job) for job in jobs]
 
     async def stop(self) -> None:
@@ -58,6 +59,13 @@ class Interviews:
                 await asyncio.gather(*self.store.webhooks)
         except TimeoutError:
             log.error("shutdown grace ran out: %d transcripts stay on disk for the next start", self.store.backlog())
+
+    async def warm_up(self) -> None:
+        try:
+            await self.launcher.start()
+        except Exception as exc:
+            self.failure = f"warm-up failed: {exc!r}"
+            log.critical("%s; the service stays not ready", self.failure)
 
     async def invite(self, invite: Invite) -> dict[str, str]:
         if invite.call_id in self.live:  # checked and reserved with no await between: one interviewer per call
@@ -101,10 +109,14 @@ class Interviews:
     async def keep_spares(self) -> None:
         """AgentLauncher builds each agent under one lock, ~25 ms each (mostly Stream's own TLS context)."""
         while True:
-            if len(self.spares) < min(SPARE_AGENTS, self.settings.max_concurrent_interviews - len(self.live)):
-                self.spares.append(await asyncio.to_thread(self.build))  # off the loop: invites stay fast
-            else:
+            if len(self.spares) >= min(SPARE_AGENTS, self.settings.max_concurrent_interviews - len(self.live)):
                 await asyncio.sleep(0.2)
+                continue
+            try:
+                self.spares.append(await asyncio.to_thread(self.build))  # off the loop: invites stay fast
+            except Exception as exc:
+                log.error("could not build an interviewer ahead (retrying in 5 s): %r", exc)
+                await asyncio.sleep(5)
 
     async def keep_progress(self) -> None:
         while True:

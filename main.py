@@ -72,7 +72,8 @@ def create_app(
     async def ready() -> JSONResponse:
         body = {"ready": interviews.ready, "live_interviews": len(interviews.live)}
         body |= {"transcript_backlog": interviews.store.backlog()}
-        return JSONResponse(body if interviews.ready else body | {"detail": "not ready"}, 200 if body["ready"] else 503)
+        detail = interviews.failure or ("shutting down" if interviews.draining else "warming up")
+        return JSONResponse(body if interviews.ready else body | {"detail": detail}, 200 if body["ready"] else 503)
 
     @app.post("/interviews", status_code=202, **guarded, responses=problems(401, 409, 429, 503))
     async def invite(body: Invite.limited_to(settings.max_interview_minutes)) -> dict[str, str]:  # type: ignore[valid-type]

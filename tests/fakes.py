@@ -77,7 +77,11 @@ CALLS = Calls()
 
 
 class FakeEdge(EdgeTransport[FakeCall]):
+    broken: str | None = None  # set by a test: building an edge fails, as Edge() does without credentials
+
     def __init__(self) -> None:
+        if FakeEdge.broken:
+            raise ValueError(FakeEdge.broken)
         super().__init__()
         self.connection = FakeConnection()
         self.call: FakeCall | None = None

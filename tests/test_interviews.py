@@ -6,10 +6,11 @@ import logging
 from pathlib import Path
 from urllib.parse import urlparse
 
+import httpx
 import pytest
 
 from tests.conftest import BUCKET, TOKEN, invite_body, running
-from tests.fakes import CALLS, CANDIDATE, CallScript, wait_until
+from tests.fakes import CALLS, CANDIDATE, CallScript, FakeEdge, wait_until
 
 
 async def stored_transcript(gcs, uri: str, timeout: float = 10) -> dict:
@@ -202,3 +203,44 @@ async def test_ready_reports_live_interviews_and_backlog(make_settings):
         edge.end_call()
     assert body == {"ready": True, "live_interviews": 1, "transcript_backlog": 0}
     await asyncio.sleep(0)
+
+
+async def test_warm_up_failure_is_logged_and_reported_by_ready(make_settings, caplog):
+    from main import create_app
+    from tests.fakes import FakeEdge, FakeRealtime
+
+    FakeEdge.broken = "STREAM_API_KEY is not set"
+    try:
+        app = create_app(make_settings(), make_edge=FakeEdge, make_llm=FakeRealtime)
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://s") as client,
+        ):
+            await wait_until(lambda: any(r.levelno == logging.CRITICAL for r in caplog.records))
+            ready = await client.get("/ready")
+    finally:
+        FakeEdge.broken = None
+    assert ready.status_code == 503 and "STREAM_API_KEY is not set" in ready.json()["detail"]
+    critical = [r.getMessage() for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert len(critical) == 1 and "warm-up failed" in critical[0]
+
+
+async def test_a_failing_agent_build_is_a_503_and_the_service_recovers(make_settings, caplog):
+    async with running(make_settings(max_concurrent_interviews=1)) as (client, interviews):
+        await wait_until(lambda: len(interviews.spares) == 1)
+        FakeEdge.broken = "Stream SDK refused"
+        try:
+            assert (await client.post("/interviews", json=invite_body("build-1"))).status_code == 202  # the spare
+            (await CALLS.wait_joined("build-1")).end_call()
+            await wait_until(lambda: not interviews.live)
+            refused = await client.post("/interviews", json=invite_body("build-2"))
+            assert refused.status_code == 503 and "Retry-After" in refused.headers
+            await wait_until(
+                lambda: any("could not build an interviewer ahead" in r.getMessage() for r in caplog.records)
+            )
+        finally:
+            FakeEdge.broken = None
+        await wait_until(lambda: len(interviews.spares) == 1)  # the builder survived, and refills once building works
+        assert (await client.post("/interviews", json=invite_body("build-3"))).status_code == 202
+        (await CALLS.wait_joined("build-3")).end_call()

@@ -100,4 +100,4 @@ async def test_ending_the_call_closes_the_peer_connection(standin, make_settings
         await wait_until(lambda: "response.create" in standin.event_types(), timeout=20)
         edge = await CALLS.wait_joined("rt-close")
         edge.end_call()
-        await asyncio.wait_for(standin.closed.wait(), timeout=5)
+        await asyncio.wait_for(standin.closed.wait(), timeout=10)
