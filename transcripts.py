@@ -35,10 +35,9 @@ class TranscriptStore:
         self.ended, self.webhooks = asyncio.Event(), set[asyncio.Task[None]]()
 
     def uri(self, doc: dict[str, Any]) -> str:
-        name = f"{doc['call_type']}/{doc['call_id']}/{doc['interview_id']}.json"
         if self.bucket:
-            return f"gs://{self.bucket.name}/{self.settings.gcs_prefix}{name}"
-        return (self.settings.transcript_dir / name).resolve().as_uri()
+            return f"gs://{self.bucket.name}/{self.settings.gcs_prefix}{name(doc)}"
+        return (self.settings.transcript_dir / name(doc)).resolve().as_uri()
 
     def backlog(self) -> int:
         return len(list(self.spool.glob("*.json")))
@@ -74,14 +73,16 @@ class TranscriptStore:
     async def ship_backlog(self) -> None:
         """Store every final document at its URI; each leaves the spool only once storage confirmed it."""
         for path in sorted(self.spool.glob("*.json")):
-            doc = json.loads(path.read_bytes())
+            raw = path.read_bytes()
+            doc = json.loads(raw)
             try:
                 if self.bucket:
-                    await in_daemon_thread(self.upload, self.uri(doc).split("/", 3)[3], path.read_bytes())
+                    await in_daemon_thread(self.upload, self.settings.gcs_prefix + name(doc), raw)
                     path.unlink()
                 else:
-                    Path(self.uri(doc).removeprefix("file://")).parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(path, self.uri(doc).removeprefix("file://"))
+                    target = self.settings.transcript_dir / name(doc)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(path, target)
             except Exception as exc:
                 log.error("transcript of interview %s stays on disk until storage takes it: %r", path.stem, exc)
                 return  # the rest waits for the next round
@@ -114,6 +115,11 @@ class TranscriptStore:
                     pass
                 await asyncio.sleep(0.5 * 2**attempt)
         log.error("webhook for interview %s failed 5 times; giving up", doc["interview_id"])
+
+
+def name(doc: dict[str, Any]) -> str:
+    """Where a transcript goes, under the bucket's prefix or TRANSCRIPT_DIR."""
+    return f"{doc['call_type']}/{doc['call_id']}/{doc['interview_id']}.json"
 
 
 def finalise(doc: dict[str, Any], reason: str, error: str | None, ended_at: datetime | None = None) -> dict[str, Any]:

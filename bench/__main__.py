@@ -21,19 +21,13 @@ from typing import Any
 
 import httpx
 
+from tests.conftest import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 Row = tuple[str, str, str, str]  # what, figure, target, verdict
 BURST_GAP_SECONDS = 5  # between bursts; invites on the hour come minutes apart, the spare pool refills in about 1 s
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def environment(workdir: Path, **extra: str) -> dict[str, str]:
@@ -246,7 +240,7 @@ async def ship_and_probe(workdir: Path, bucket: str, runs: int) -> list[Row]:
     from google.cloud import storage
 
     from config import Settings
-    from transcripts import TranscriptStore
+    from transcripts import TranscriptStore, name
 
     credentials = {"stream_api_key": "k", "stream_api_secret": "s", "openai_api_key": "k", "api_token": TOKEN}
     settings = Settings(**credentials, gcs_bucket=bucket, transcript_dir=workdir / "ship")  # type: ignore[arg-type]
@@ -261,8 +255,8 @@ async def ship_and_probe(workdir: Path, bucket: str, runs: int) -> list[Row]:
                 doc = document(f"{lines}-{run}-{time.monotonic_ns()}", lines)
                 started = time.perf_counter()
                 store.save_final(doc, "call_ended", None)
-                name = store.uri(doc).split("/", 3)[3]
-                while not await asyncio.to_thread(reader.blob(name).exists):
+                blob = reader.blob(settings.gcs_prefix + name(doc))
+                while not await asyncio.to_thread(blob.exists):
                     await asyncio.sleep(0.005)
                 samples.append(time.perf_counter() - started)
             p50 = statistics.median(samples) * 1000
@@ -272,11 +266,9 @@ async def ship_and_probe(workdir: Path, bucket: str, runs: int) -> list[Row]:
 
         stalls: list[float] = []
         probing = asyncio.create_task(loop_lag(stalls))
-        names = []
         for n in range(20):
             doc = document(f"burst-{n}-{time.monotonic_ns()}", 300)
             store.save_final(doc, "call_ended", None)
-            names.append(store.uri(doc).split("/", 3)[3])
         while store.backlog():
             await asyncio.sleep(0.01)
         probing.cancel()

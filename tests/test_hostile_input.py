@@ -2,7 +2,6 @@
 
 import logging
 
-import httpx
 import hypothesis
 import pytest
 import schemathesis
@@ -64,7 +63,6 @@ async def test_candidate_names_are_logged_only_at_debug(make_settings, caplog):
         edge.llm.say("Welcome Grace, tell me about compilers.")
         await edge.candidate_says("I wrote the first one.")
         edge.end_call()
-        await httpx.AsyncClient().aclose()
     above_debug = [r.getMessage() for r in caplog.records if r.levelno > logging.DEBUG]
     everything = [r.getMessage() for r in caplog.records]
     assert not any("Grace" in line for line in above_debug)

@@ -1,10 +1,9 @@
 """An invite, from the HTTP request to the transcript in storage, with fakes only for Stream and OpenAI."""
 
-import asyncio
 import json
 import logging
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import httpx
 import pytest
@@ -17,8 +16,9 @@ async def stored_transcript(gcs, uri: str, timeout: float = 10) -> dict:
     """The document at a gs:// or file:// URI, once it is there."""
     parsed = urlparse(uri)
     if parsed.scheme == "file":
-        await wait_until(lambda: Path(parsed.path).exists(), timeout)
-        return json.loads(Path(parsed.path).read_bytes())
+        path = Path(unquote(parsed.path))
+        await wait_until(path.exists, timeout)
+        return json.loads(path.read_bytes())
     assert parsed.netloc == BUCKET
     name = parsed.path.lstrip("/")
     await wait_until(lambda: name in gcs.objects(), timeout)
@@ -71,8 +71,8 @@ async def test_happy_path_stores_the_whole_conversation_in_gcs(gcs, make_setting
     assert "payments ledger" not in logged and TOKEN not in logged
 
 
-async def test_local_directory_is_the_default_storage(make_settings):
-    async with running(make_settings()) as (client, _):
+async def test_local_directory_is_the_default_storage(make_settings, tmp_path):
+    async with running(make_settings(transcript_dir=tmp_path / "interview transcripts")) as (client, _):
         accepted = (await client.post("/interviews", json=invite_body("local-1"))).json()
         assert accepted["transcript_uri"].startswith("file://")
         edge = await CALLS.wait_joined("local-1")
@@ -202,7 +202,6 @@ async def test_ready_reports_live_interviews_and_backlog(make_settings):
         body = (await client.get("/ready")).json()
         edge.end_call()
     assert body == {"ready": True, "live_interviews": 1, "transcript_backlog": 0}
-    await asyncio.sleep(0)
 
 
 async def test_warm_up_failure_is_logged_and_reported_by_ready(make_settings, caplog):
