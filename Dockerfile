@@ -26,7 +26,8 @@ RUN python -m compileall -q -d /app /code
 FROM python:3.11-slim
 RUN groupadd --system --gid 10001 app && useradd --system --uid 10001 --gid app --home-dir /app app \
  && mkdir -p /data/transcripts && chown app:app /data/transcripts
-ENV PATH=/app/.venv/bin:$PATH PYTHONUNBUFFERED=1 VAD_MODEL_DIR=/opt/vad TRANSCRIPT_DIR=/data/transcripts PORT=8000
+# NO_COLOR: Vision-Agents colours its log lines even when they go to a file or a log collector.
+ENV PATH=/app/.venv/bin:$PATH PYTHONUNBUFFERED=1 NO_COLOR=1 VAD_MODEL_DIR=/opt/vad TRANSCRIPT_DIR=/data/transcripts PORT=8000
 WORKDIR /app
 VOLUME ["/data/transcripts"]
 EXPOSE 8000

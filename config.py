@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Literal
 
 from dotenv import load_dotenv
-from pydantic import Field, HttpUrl, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings
 
 
@@ -23,23 +23,11 @@ class Settings(BaseSettings):
     max_concurrent_interviews: int = Field(10, gt=0)
     max_interview_minutes: float = Field(30, gt=0)
     idle_timeout_seconds: float = Field(60, gt=0)
+    redis_url: str | None = None
     vad_model_dir: Path = Path("/tmp/first_speaker_wins_model")  # noqa: S108 (the library's default)
     host: str = "0.0.0.0"  # noqa: S104 (a container must listen on every interface)
     port: int = Field(8000, ge=1, le=65535)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
-    upload_retry_seconds: float = Field(30, gt=0)
-    ship_interval_seconds: float = Field(30, gt=0)
-    shutdown_grace_seconds: float = Field(8, gt=1)
-    webhook_secret: SecretStr | None = None
-    webhook_url: HttpUrl | None = None
-    redis_url: str | None = None
-
-    @field_validator("webhook_url")
-    @classmethod
-    def signed(cls, url: HttpUrl | None, info: ValidationInfo) -> HttpUrl | None:
-        if url and not info.data.get("webhook_secret"):
-            raise ValueError("WEBHOOK_SECRET is required when WEBHOOK_URL is set")
-        return url
 
 
 def load_settings() -> Settings:
@@ -49,6 +37,5 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         for error in exc.errors():
-            name = str(error["loc"][0]).upper() if error["loc"] else "configuration"
-            print(f"config error: {name}: {error['msg']}", file=sys.stderr)
+            print(f"config error: {str(error['loc'][0]).upper()}: {error['msg']}", file=sys.stderr)
         raise SystemExit(2) from None

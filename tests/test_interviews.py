@@ -8,8 +8,8 @@ from urllib.parse import unquote, urlparse
 import httpx
 import pytest
 
-from tests.conftest import BUCKET, TOKEN, invite_body, running
-from tests.fakes import CALLS, CANDIDATE, CallScript, FakeEdge, wait_until
+from tests.conftest import AUTH, BUCKET, TOKEN, invite_body, running
+from tests.fakes import CALLS, CANDIDATE, CallScript, FakeEdge, FakeRealtime, wait_until
 
 
 async def stored_transcript(gcs, uri: str, timeout: float = 10) -> dict:
@@ -25,9 +25,14 @@ async def stored_transcript(gcs, uri: str, timeout: float = 10) -> dict:
     return json.loads(gcs.objects()[name])
 
 
+def session_url(accepted: dict) -> str:
+    return f"/calls/{accepted['call_id']}/sessions/{accepted['interview_id']}"
+
+
 async def test_happy_path_stores_the_whole_conversation_in_gcs(gcs, make_settings, caplog):
     caplog.set_level(logging.DEBUG)
-    async with running(make_settings(gcs_bucket=BUCKET)) as (client, _):
+    settings = make_settings(gcs_bucket=BUCKET)
+    async with running(settings) as (client, launcher):
         response = await client.post("/interviews", json=invite_body("happy-1"))
         assert response.status_code == 202, response.text
         accepted = response.json()
@@ -38,12 +43,12 @@ async def test_happy_path_stores_the_whole_conversation_in_gcs(gcs, make_setting
 
         edge = await CALLS.wait_joined("happy-1")
         instructions = edge.llm.instructions
-        assert "Ada Lovelace" in instructions and "Backend Engineer" in instructions
+        assert "Ada Lovelace" in instructions and "Backend Engineer" in instructions and "30 minutes" in instructions
         first, second = "Tell us about a system you scaled.", "How do you test async code?"
         assert instructions.index(first) < instructions.index(second)
-        await wait_until(lambda: edge.llm.prompts)  # the interviewer speaks first
-        status = (await client.get("/interviews/happy-1")).json()
-        assert status["interview_id"] == accepted["interview_id"] and status["status"] == "in_progress"
+        assert edge.llm.prompts == ["Greet the candidate by name and begin the interview."]  # it speaks first
+        status = await client.get(session_url(accepted))
+        assert status.status_code == 200 and status.json()["session_id"] == accepted["interview_id"]
 
         edge.llm.say("Hello Ada, welcome. Tell us about your background.")
         await edge.candidate_says("I build distributed systems.")
@@ -54,11 +59,14 @@ async def test_happy_path_stores_the_whole_conversation_in_gcs(gcs, make_setting
         edge.end_call()
 
         doc = await stored_transcript(gcs, accepted["transcript_uri"])
-        assert (await client.get("/interviews/happy-1")).status_code == 404
+        await wait_until(lambda: launcher.get_session(accepted["interview_id"]) is None)
+        assert (await client.get(session_url(accepted))).status_code == 404
         await wait_until(lambda: edge.agent.closed)  # the call-ended path does not hang (upstream 0.6.9 bug)
+        await wait_until(lambda: not list(settings.transcript_dir.rglob("*.json")))  # GCS has it: local copy gone
 
-    assert doc["end_reason"] == "call_ended" and doc["error"] is None
+    assert doc["version"] == 1 and doc["end_reason"] == "call_ended" and doc["error"] is None
     assert doc["interview_id"] == accepted["interview_id"] and doc["candidate_name"] == "Ada Lovelace"
+    assert doc["job_title"] == "Backend Engineer" and (doc["call_id"], doc["call_type"]) == ("happy-1", "default")
     assert doc["ended_at"] >= doc["started_at"] and doc["duration_seconds"] >= 0
     assert [(m["role"], m["speaker_id"], m["text"]) for m in doc["messages"]] == [
         ("interviewer", "ai-interviewer", "Hello Ada, welcome. Tell us about your background."),
@@ -81,6 +89,7 @@ async def test_local_directory_is_the_default_storage(make_settings, tmp_path):
         edge.end_call()
         doc = await stored_transcript(None, accepted["transcript_uri"])
     assert doc["end_reason"] == "call_ended" and [m["text"] for m in doc["messages"]] == ["Hello."]
+    assert list((tmp_path / "interview transcripts").rglob("*.tmp")) == []
 
 
 async def test_candidate_leaving_ends_the_interview_after_the_idle_timeout(make_settings):
@@ -93,34 +102,38 @@ async def test_candidate_leaving_ends_the_interview_after_the_idle_timeout(make_
 
 
 async def test_time_limit_ends_the_interview_after_a_wrap_up(make_settings):
-    async with running(make_settings()) as (client, _):
-        accepted = (await client.post("/interviews", json=invite_body("limit-1", max_minutes=0.03))).json()
+    async with running(make_settings(max_interview_minutes=0.05)) as (client, _):  # 3 s
+        accepted = (await client.post("/interviews", json=invite_body("limit-1"))).json()
         edge = await CALLS.wait_joined("limit-1")
+        await wait_until(lambda: len(edge.llm.prompts) == 2, timeout=5)
+        assert (await client.get(session_url(accepted))).status_code == 200  # wrapping up, still on the call
         doc = await stored_transcript(None, accepted["transcript_uri"], timeout=15)
-    assert doc["end_reason"] == "stopped" and 1.5 < doc["duration_seconds"] < 10
-    assert len(edge.llm.prompts) == 2 and "Time is almost up" in edge.llm.prompts[1]
+    assert doc["end_reason"] == "stopped" and 2.5 < doc["duration_seconds"] < 12
+    assert "Time is almost up" in edge.llm.prompts[1]
 
 
-async def test_delete_ends_the_interview_and_keeps_its_transcript(make_settings):
+async def test_delete_through_the_runner_ends_the_interview_and_keeps_its_transcript(make_settings):
     async with running(make_settings()) as (client, _):
         accepted = (await client.post("/interviews", json=invite_body("delete-1"))).json()
         edge = await CALLS.wait_joined("delete-1")
         edge.llm.say("Hello.")
         await wait_until(lambda: edge.messages())
-        response = await client.delete("/interviews/delete-1")
-        assert response.status_code == 202 and response.json()["status"] == "stopping"
+        assert (await client.delete(session_url(accepted))).status_code == 202
         doc = await stored_transcript(None, accepted["transcript_uri"])
-        assert (await client.delete("/interviews/delete-1")).status_code == 404
+        await wait_until(lambda: edge.agent.closed)
+        assert (await client.delete(session_url(accepted))).status_code == 404
     assert doc["end_reason"] == "stopped" and [m["text"] for m in doc["messages"]] == ["Hello."]
 
 
-async def test_failing_to_join_still_stores_a_transcript_with_the_error(make_settings):
+async def test_failing_to_join_still_stores_a_transcript_with_the_error(make_settings, caplog):
     CALLS.scripts["broken-1"] = CallScript(fail_join="SFU unreachable")
     async with running(make_settings()) as (client, _):
         response = await client.post("/interviews", json=invite_body("broken-1"))
         assert response.status_code == 202
         doc = await stored_transcript(None, response.json()["transcript_uri"])
     assert doc["end_reason"] == "error" and "SFU unreachable" in doc["error"] and doc["messages"] == []
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR and r.name == "interview_agent"]
+    assert len(errors) == 1 and doc["interview_id"] in errors[0] and "broken-1" in errors[0]
 
 
 async def test_candidate_name_with_at_sign_cannot_include_files(make_settings):
@@ -134,34 +147,66 @@ async def test_candidate_name_with_at_sign_cannot_include_files(make_settings):
     assert instructions.count("</candidate_data>") == 1
 
 
-async def test_authentication(make_settings):
+async def test_every_route_but_health_and_ready_needs_the_token(make_settings):
     async with running(make_settings()) as (client, _):
-        missing = await client.post("/interviews", json=invite_body("auth-1"), headers={"Authorization": ""})
-        wrong = await client.get("/interviews/auth-1", headers={"Authorization": "Bearer wrong-token"})
-        assert missing.status_code == wrong.status_code == 401
-        assert "Bearer" in missing.json()["detail"] and missing.headers["WWW-Authenticate"] == "Bearer"
-        assert (await client.delete("/interviews/auth-1", headers={"Authorization": "Basic x"})).status_code == 401
+        accepted = (await client.post("/interviews", json=invite_body("auth-1"))).json()
+        await CALLS.wait_joined("auth-1")
+        session = session_url(accepted)
+        for headers in ({"Authorization": ""}, {"Authorization": "Bearer wrong-token"}, {"Authorization": "Basic x"}):
+            for method, url in [("POST", "/interviews"), ("GET", session), ("DELETE", session)]:
+                response = await client.request(method, url, json=invite_body("auth-2"), headers=headers)
+                assert response.status_code == 401, (method, url, headers)
+                assert "Bearer" in response.json()["detail"] and response.headers["WWW-Authenticate"] == "Bearer"
+            for url in [f"{session}/metrics"]:
+                assert (await client.get(url, headers=headers)).status_code == 401
+            assert (await client.post(f"{session}/close", headers=headers)).status_code == 401
+        assert (await client.get(f"{session}/metrics")).status_code == 200
+        bare = {"Authorization": ""}
+        assert (
+            (await client.get("/health", headers=bare)).status_code == (await client.get("/ready")).status_code == 200
+        )
+        assert CALLS.edges.keys() == {"auth-1"}  # nothing unauthenticated started an interviewer
+        CALLS.edges["auth-1"].end_call()
+
+
+async def test_the_runners_own_start_route_points_at_post_interviews(make_settings):
+    async with running(make_settings()) as (client, _):
+        response = await client.post("/calls/runner-1/sessions", json={"call_type": "default"})
+    assert response.status_code == 405 and "POST /interviews" in response.json()["detail"]
     assert CALLS.edges == {}
+
+
+async def test_browsers_get_no_cors_grant(make_settings):
+    async with running(make_settings()) as (client, _):
+        preflight = await client.options(
+            "/interviews",
+            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+        )
+        simple = await client.get("/health", headers={"Origin": "https://evil.example"})
+    assert (
+        "access-control-allow-origin" not in preflight.headers and "access-control-allow-origin" not in simple.headers
+    )
 
 
 @pytest.mark.parametrize(
     "change",
     [
         {"call_id": "has space"},
+        {"call_id": "../../etc"},
         {"call_id": "x" * 65},
         {"call_type": ""},
         {"candidate_name": ""},
         {"job_title": "j" * 201},
         {"questions": ["q"] * 31},
         {"questions": ["q" * 1001]},
-        {"max_minutes": 0},
-        {"max_minutes": 31},
+        {"questons": ["misspelt field"]},
     ],
 )
 async def test_invalid_invites_are_refused_with_422(make_settings, change):
     async with running(make_settings()) as (client, _):
         response = await client.post("/interviews", json=invite_body("valid-1") | change)
     assert response.status_code == 422 and response.json()["detail"]
+    assert CALLS.edges == {}
 
 
 async def test_second_invite_for_a_call_gets_409(make_settings):
@@ -177,69 +222,35 @@ async def test_concurrency_cap_gets_429_with_retry_after(make_settings):
         assert (await client.post("/interviews", json=invite_body("cap-1"))).status_code == 202
         refused = await client.post("/interviews", json=invite_body("cap-2"))
         assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
+        assert "MAX_CONCURRENT_INTERVIEWS" in refused.json()["detail"]
         (await CALLS.wait_joined("cap-1")).end_call()
 
 
-async def test_not_ready_before_warm_up(make_settings):
-    import httpx
+async def test_not_ready_until_warmed_up(make_settings):
+    from main import create_runner
 
-    from main import create_app
-
-    app = create_app(make_settings())  # lifespan not started: the launcher is not warmed up
+    app = create_runner(make_settings(), make_edge=FakeEdge, make_llm=FakeRealtime).fast_api  # lifespan not run
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://s") as client:
         assert (await client.get("/health")).status_code == 200
         assert (await client.get("/ready")).status_code == 503
-        refused = await client.post(
-            "/interviews", json=invite_body("early-1"), headers={"Authorization": f"Bearer {TOKEN}"}
-        )
-    assert refused.status_code == 503 and "Retry-After" in refused.headers
 
 
-async def test_ready_reports_live_interviews_and_backlog(make_settings):
-    async with running(make_settings()) as (client, _):
-        await client.post("/interviews", json=invite_body("ready-1"))
-        edge = await CALLS.wait_joined("ready-1")
-        body = (await client.get("/ready")).json()
-        edge.end_call()
-    assert body == {"ready": True, "live_interviews": 1, "transcript_backlog": 0}
-
-
-async def test_warm_up_failure_is_logged_and_reported_by_ready(make_settings, caplog):
-    from main import create_app
-    from tests.fakes import FakeEdge, FakeRealtime
-
+async def test_a_failing_warm_up_stops_the_start(make_settings):
     FakeEdge.broken = "STREAM_API_KEY is not set"
     try:
-        app = create_app(make_settings(), make_edge=FakeEdge, make_llm=FakeRealtime)
-        transport = httpx.ASGITransport(app=app)
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=transport, base_url="http://s") as client,
-        ):
-            await wait_until(lambda: any(r.levelno == logging.CRITICAL for r in caplog.records))
-            ready = await client.get("/ready")
+        from main import create_runner
+
+        app = create_runner(make_settings(), make_edge=FakeEdge, make_llm=FakeRealtime).fast_api
+        with pytest.raises(ValueError, match="STREAM_API_KEY is not set"):
+            async with app.router.lifespan_context(app):
+                pass
     finally:
         FakeEdge.broken = None
-    assert ready.status_code == 503 and "STREAM_API_KEY is not set" in ready.json()["detail"]
-    critical = [r.getMessage() for r in caplog.records if r.levelno == logging.CRITICAL]
-    assert len(critical) == 1 and "warm-up failed" in critical[0]
 
 
-async def test_a_failing_agent_build_is_a_503_and_the_service_recovers(make_settings, caplog):
-    async with running(make_settings(max_concurrent_interviews=1)) as (client, interviews):
-        await wait_until(lambda: len(interviews.spares) == 1)
-        FakeEdge.broken = "Stream SDK refused"
-        try:
-            assert (await client.post("/interviews", json=invite_body("build-1"))).status_code == 202  # the spare
-            (await CALLS.wait_joined("build-1")).end_call()
-            await wait_until(lambda: not interviews.live)
-            refused = await client.post("/interviews", json=invite_body("build-2"))
-            assert refused.status_code == 503 and "Retry-After" in refused.headers
-            await wait_until(
-                lambda: any("could not build an interviewer ahead" in r.getMessage() for r in caplog.records)
-            )
-        finally:
-            FakeEdge.broken = None
-        await wait_until(lambda: len(interviews.spares) == 1)  # the builder survived, and refills once building works
-        assert (await client.post("/interviews", json=invite_body("build-3"))).status_code == 202
-        (await CALLS.wait_joined("build-3")).end_call()
+async def test_openapi_documents_the_contract(make_settings):
+    async with running(make_settings()) as (client, _):
+        schema = (await client.get("/openapi.json", headers=AUTH)).json()
+    responses = schema["paths"]["/interviews"]["post"]["responses"]
+    assert {"202", "401", "409", "422", "429"} <= responses.keys()
+    assert {"/calls/{call_id}/sessions/{session_id}", "/health", "/ready"} <= schema["paths"].keys()

@@ -74,14 +74,14 @@ async def test_a_scripted_exchange_lands_in_the_transcript(standin, make_setting
 
 async def test_openai_refusing_or_failing_ends_the_interview_with_error(standin, make_settings, caplog):
     caplog.set_level(logging.INFO)
-    async with running(make_settings(), make_llm=None) as (client, interviews):
+    async with running(make_settings(), make_llm=None) as (client, launcher):
         before = {task for task in asyncio.all_tasks() if not task.done()}
         docs = {}
         for status in (401, 500):
             standin.refuse_with = status
             accepted = (await client.post("/interviews", json=invite_body(f"rt-{status}"))).json()
             docs[status] = (accepted, await stored_transcript(None, accepted["transcript_uri"], timeout=20))
-            await wait_until(lambda: not interviews.live)
+            await wait_until(lambda accepted=accepted: launcher.get_session(accepted["interview_id"]) is None)
         await asyncio.sleep(0.5)
         left = {task for task in asyncio.all_tasks() if not task.done()} - before - {asyncio.current_task()}
     # At most the stand-in's side of the service's one pooled OpenAI connection; nothing of either interview.
