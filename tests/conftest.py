@@ -175,6 +175,16 @@ def fresh_calls() -> None:
     CALLS.clear()
 
 
+def newcomers_env() -> str:
+    """`.env.example` with only the four required values filled in, as the README's quick start says."""
+    required = {"STREAM_API_KEY": "k", "STREAM_API_SECRET": "s", "OPENAI_API_KEY": "sk-x", "API_TOKEN": TOKEN}
+    lines = []
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        name = line.split("=", 1)[0]
+        lines.append(f"{name}={required[name]}" if name in required else line)
+    return "\n".join(lines) + "\n"
+
+
 def invite_body(call_id: str, **overrides: Any) -> dict[str, Any]:
     body = {"call_id": call_id, "candidate_name": "Ada Lovelace", "job_title": "Backend Engineer"}
     return body | {"questions": ["Tell us about a system you scaled.", "How do you test async code?"]} | overrides

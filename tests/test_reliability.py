@@ -13,7 +13,7 @@ import httpx
 import pytest
 from google.cloud.storage.retry import DEFAULT_RETRY
 
-from tests.conftest import AUTH, BUCKET, ROOT, TOKEN, free_port, invite_body, running
+from tests.conftest import AUTH, BUCKET, ROOT, TOKEN, free_port, invite_body, newcomers_env, running
 from tests.fakes import CALLS, wait_until
 from tests.test_interviews import session_url, stored_transcript
 
@@ -165,13 +165,7 @@ async def test_two_replicas_share_calls_through_redis(make_settings, redis_url, 
 
 @pytest.fixture
 def newcomer_dir(tmp_path: Path, library_vad_model: Path) -> Path:
-    """`cp .env.example .env`, then only the four required values filled in, as the README says."""
-    required = {"STREAM_API_KEY": "k", "STREAM_API_SECRET": "s", "OPENAI_API_KEY": "sk-x", "API_TOKEN": TOKEN}
-    lines = []
-    for line in (ROOT / ".env.example").read_text().splitlines():
-        name = line.split("=", 1)[0]
-        lines.append(f"{name}={required[name]}" if name in required else line)
-    (tmp_path / ".env").write_text("\n".join(lines) + "\n")
+    (tmp_path / ".env").write_text(newcomers_env())
     return tmp_path
 
 
