@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -46,6 +47,27 @@ async def test_gcs_down_then_a_restart_uploads_the_transcript_kept_on_disk(gcs, 
         doc = await stored_transcript(gcs, accepted["transcript_uri"])
         await wait_until(lambda: not kept.exists())
     assert doc["end_reason"] == "call_ended" and doc["messages"][0]["text"] == "Said while GCS was down."
+
+
+async def test_a_gcs_outage_heals_without_a_restart(gcs, make_settings, monkeypatch):
+    monkeypatch.setattr("interview.UPLOAD_RETRY", SHORT_RETRY)
+    monkeypatch.setattr("interview.time", SimpleNamespace(sleep=lambda _: time.sleep(0.2)))  # "every minute", sped up
+    settings = make_settings(gcs_bucket=BUCKET)
+    gcs.stop()
+    try:
+        async with running(settings) as (client, _):
+            accepted = await finished_interview(client, "heal-1")
+            kept = settings.transcript_dir / "default" / "heal-1" / f"{accepted['interview_id']}.json"
+            await wait_until(kept.exists)
+            await asyncio.sleep(1.5)  # the upload's retries ran out, and a round of leftovers failed too
+            assert kept.exists()
+            gcs.start()
+            doc = await stored_transcript(gcs, accepted["transcript_uri"])
+            await wait_until(lambda: not kept.exists())
+    finally:
+        if gcs.process is None:
+            gcs.start()
+    assert doc["end_reason"] == "call_ended"
 
 
 def test_a_transcript_offered_twice_is_stored_once_and_never_overwritten(gcs, make_settings):
