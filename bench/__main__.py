@@ -1,4 +1,6 @@
-"""`uv run python -m bench [--quick] [--output BENCHMARKS.md]`: every measurement in one run, as a markdown table.
+"""`uv run python -m bench [--capacity] [--quick] [--output FILE]`: the measurements of one run, as a markdown table.
+
+Without `--capacity`: invites, start-up, memory, transcript storage and install. With it: `bench/capacity.py`.
 
 Comparisons are ratios measured side by side in the same run; figures are medians of repeated runs.
 """
@@ -21,71 +23,9 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import free_port
+from bench.rig import AUTH, ROOT, TOKEN, Row, Server, environment, percentile, slope, verdict
 
-ROOT = Path(__file__).resolve().parent.parent
-TOKEN = "bench-token-0123456789abcdef"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-Row = tuple[str, str, str, str]  # what, figure, target, verdict
 BURST_GAP_SECONDS = 5  # between bursts: invites on the hour come minutes apart
-
-
-def environment(workdir: Path, **extra: str) -> dict[str, str]:
-    env = os.environ | {"PYTHONPATH": str(ROOT), "API_TOKEN": TOKEN, "STREAM_API_KEY": "k", "STREAM_API_SECRET": "s"}
-    env |= {"OPENAI_API_KEY": "sk-bench", "TRANSCRIPT_DIR": str(workdir / "transcripts"), "LOG_LEVEL": "error"}
-    env |= {"MAX_CONCURRENT_INTERVIEWS": "10000", "VAD_MODEL_DIR": vad_model_dir()}
-    env.pop("GCS_BUCKET", None)
-    return env | extra
-
-
-def vad_model_dir() -> str:
-    sys.path.insert(0, str(ROOT))
-    from tests.conftest import fetch_vad_model
-
-    return str(fetch_vad_model(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "interview-agent-vad"))
-
-
-class Server:
-    """One `python -m bench.serve KIND PORT` process."""
-
-    def __init__(self, kind: str, workdir: Path, **env: str) -> None:
-        self.kind, self.port = kind, free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "bench.serve", kind, str(self.port)]
-        self.started = time.perf_counter()
-        log = (workdir / f"{kind}-{self.port}.log").open("w")
-        self.process = subprocess.Popen(command, cwd=workdir, env=environment(workdir, **env), stdout=log, stderr=log)
-
-    def wait_ready(self, timeout: float = 120) -> float:
-        """Seconds from process start to `/ready` 200."""
-        while time.perf_counter() - self.started < timeout:
-            try:
-                if httpx.get(f"{self.url}/ready", timeout=1).status_code == 200:
-                    return time.perf_counter() - self.started
-            except httpx.TransportError:
-                pass
-            time.sleep(0.01)
-        raise TimeoutError(f"{self.kind} did not become ready")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-
-    def rss_mb(self) -> float:
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        return int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1]) / 1024
-
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
 async def invite_latencies(server: Server, clients: int, per_client: int) -> tuple[list[float], dict[int, int]]:
@@ -217,12 +157,6 @@ def bench_memory(workdir: Path, quick: bool) -> list[Row]:
     ]
 
 
-def slope(points: list[tuple[int, float]]) -> float:
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
-    mx, my = statistics.mean(xs), statistics.mean(ys)
-    return sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x in xs)
-
-
 def bench_shipping(workdir: Path, quick: bool) -> list[Row]:
     from tests.conftest import BUCKET, FakeGcs
 
@@ -351,22 +285,27 @@ def fresh_install_seconds(install: Callable[[Path], None], runs: int) -> float:
     return statistics.median(samples)
 
 
-def verdict(met: bool) -> str:
-    return "met" if met else "**missed**"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer runs and levels: a smoke test under a minute")
+    parser.add_argument(
+        "--capacity", action="store_true", help="only the capacity rig: live interviews, audio both ways"
+    )
     parser.add_argument("--output", type=Path, help="also write the table and the machine to this markdown file")
     args = parser.parse_args()
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as directory:
-        workdir = Path(directory)
-        rows = bench_invites(workdir, args.quick) + bench_startup(workdir, args.quick)
-        rows += bench_memory(workdir, args.quick) + bench_shipping(workdir, args.quick) + bench_install(args.quick)
+    if args.capacity:
+        from bench import capacity
+
+        rows, measured = capacity.run(args.quick)
+        print(json.dumps(measured), file=sys.stderr)
+    else:
+        with tempfile.TemporaryDirectory() as directory:
+            workdir = Path(directory)
+            rows = bench_invites(workdir, args.quick) + bench_startup(workdir, args.quick)
+            rows += bench_memory(workdir, args.quick) + bench_shipping(workdir, args.quick) + bench_install(args.quick)
     machine = f"{platform.platform()}, Python {platform.python_version()}, {os.cpu_count()} cores"
-    command = "uv run python -m bench" + (" --quick" if args.quick else "")
+    command = "uv run python -m bench" + (" --capacity" if args.capacity else "") + (" --quick" if args.quick else "")
     header = (
         f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine}; `{command}`, {time.perf_counter() - started:.0f} s."
     )

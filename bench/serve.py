@@ -1,12 +1,21 @@
 """The servers the bench measures, each a real uvicorn process on 127.0.0.1.
 
-python -m bench.serve service PORT   this service, real plugins (placeholder credentials: joins fail offline)
-python -m bench.serve runner PORT    Vision-Agents' Runner + AgentLauncher as its docs show it, same plugins
-python -m bench.serve fakes PORT     this service with the test fakes, audio flowing and transcripts growing
+python -m bench.serve service PORT          this service, real plugins (placeholder credentials: joins fail offline)
+python -m bench.serve runner PORT           Vision-Agents' Runner + AgentLauncher as its docs show it, same plugins
+python -m bench.serve fakes PORT            this service with the test fakes, frames flowing and lines said
+python -m bench.serve capacity-service PORT this service: real openai.Realtime (to OPENAI_BASE_URL), speaking edge
+python -m bench.serve capacity-runner PORT  the Runner with the same plugins and the same speaking edge
+
+The capacity servers also answer `GET /bench/stats` (event-loop lag and audio timing since the last call).
 """
 
 import asyncio
+import dataclasses
+import statistics
 import sys
+import time
+from collections.abc import Callable
+from typing import Any
 
 import uvicorn
 from openai import AsyncOpenAI
@@ -14,19 +23,21 @@ from vision_agents.core import Agent, AgentLauncher, Runner, User
 from vision_agents.core.utils.audio_filter import FirstSpeakerWinsFilter
 from vision_agents.plugins import getstream, openai
 
-from bench.live_fakes import ChattyRealtime, StreamingEdge
+from bench import live_fakes
 from config import load_settings
 from main import create_runner
 
+LAGS: list[float] = []  # how late each 10 ms probe woke up, in seconds
 
-def runner_app():
+
+def runner_app(make_edge: Callable[[], Any] = getstream.Edge) -> Any:
     """The peer: the Runner serving the same agent (same plugins, one shared OpenAI client) with upstream's defaults."""
     settings = load_settings()
     client = AsyncOpenAI(api_key=settings.openai_api_key.get_secret_value())
 
     def create_agent() -> Agent:
         return Agent(
-            edge=getstream.Edge(),
+            edge=make_edge(),
             llm=openai.Realtime(
                 model=settings.openai_model, voice=settings.openai_voice, client=client, send_video=False
             ),
@@ -37,9 +48,36 @@ def runner_app():
     async def join_call(agent: Agent, call_type: str, call_id: str) -> None:
         call = await agent.create_call(call_type, call_id)
         async with agent.join(call):
+            await agent.simple_response("Greet the candidate by name and begin the interview.")
             await agent.finish()
 
     return Runner(AgentLauncher(create_agent=create_agent, join_call=join_call)).fast_api
+
+
+async def probe_loop_lag() -> None:
+    while True:
+        started = time.perf_counter()
+        await asyncio.sleep(0.01)
+        LAGS.append(time.perf_counter() - started - 0.01)
+
+
+def with_stats(app: Any) -> Any:
+    @app.get("/bench/stats")
+    async def stats() -> dict[str, Any]:
+        lags, audio = sorted(LAGS) or [0.0], dataclasses.asdict(live_fakes.AUDIO)
+        LAGS.clear()
+        live_fakes.AUDIO = live_fakes.AudioTiming()
+        p99 = lags[min(len(lags) - 1, round(0.99 * (len(lags) - 1)))]
+        lag = {"lag_p50_ms": statistics.median(lags) * 1000, "lag_p99_ms": p99 * 1000, "lag_max_ms": lags[-1] * 1000}
+        return lag | audio
+
+    return app
+
+
+async def serve(app: Any, port: int) -> None:
+    probe = asyncio.create_task(probe_loop_lag())
+    await uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error")).serve()
+    probe.cancel()
 
 
 if __name__ == "__main__":
@@ -48,6 +86,11 @@ if __name__ == "__main__":
         app = create_runner(load_settings()).fast_api
     elif kind == "runner":
         app = runner_app()
+    elif kind == "fakes":
+        app = create_runner(load_settings(), make_edge=live_fakes.StreamingEdge, make_llm=live_fakes.ChattyRealtime)
+        app = app.fast_api
+    elif kind == "capacity-service":
+        app = with_stats(create_runner(load_settings(), make_edge=live_fakes.SpeakingEdge).fast_api)
     else:
-        app = create_runner(load_settings(), make_edge=StreamingEdge, make_llm=ChattyRealtime).fast_api
-    asyncio.run(uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error")).serve())
+        app = with_stats(runner_app(make_edge=live_fakes.SpeakingEdge))
+    asyncio.run(serve(app, port))

@@ -1,0 +1,85 @@
+"""What every benchmark shares: the servers as real processes, and the arithmetic of the table."""
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "bench-token-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+Row = tuple[str, str, str, str]  # what, figure, target, verdict
+
+
+def environment(workdir: Path, **extra: str) -> dict[str, str]:
+    env = os.environ | {"PYTHONPATH": str(ROOT), "API_TOKEN": TOKEN, "STREAM_API_KEY": "k", "STREAM_API_SECRET": "s"}
+    env |= {"OPENAI_API_KEY": "sk-bench", "TRANSCRIPT_DIR": str(workdir / "transcripts"), "LOG_LEVEL": "error"}
+    env |= {"MAX_CONCURRENT_INTERVIEWS": "10000", "VAD_MODEL_DIR": vad_model_dir()}
+    env.pop("GCS_BUCKET", None)
+    return env | extra
+
+
+def vad_model_dir() -> str:
+    sys.path.insert(0, str(ROOT))
+    from tests.conftest import fetch_vad_model
+
+    return str(fetch_vad_model(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "interview-agent-vad"))
+
+
+class Server:
+    """One `python -m bench.serve KIND PORT` process."""
+
+    def __init__(self, kind: str, workdir: Path, **env: str) -> None:
+        self.kind, self.port = kind, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [sys.executable, "-m", "bench.serve", kind, str(self.port)]
+        self.started = time.perf_counter()
+        log = (workdir / f"{kind}-{self.port}.log").open("w")
+        self.process = subprocess.Popen(command, cwd=workdir, env=environment(workdir, **env), stdout=log, stderr=log)
+
+    def wait_ready(self, timeout: float = 120) -> float:
+        """Seconds from process start to `/ready` 200."""
+        while time.perf_counter() - self.started < timeout:
+            try:
+                if httpx.get(f"{self.url}/ready", timeout=1).status_code == 200:
+                    return time.perf_counter() - self.started
+            except httpx.TransportError:
+                pass
+            time.sleep(0.01)
+        raise TimeoutError(f"{self.kind} did not become ready")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+    def rss_mb(self) -> float:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        return int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1]) / 1024
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+def slope(points: list[tuple[int, float]]) -> float:
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    mx, my = statistics.mean(xs), statistics.mean(ys)
+    return sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x in xs)
+
+
+def verdict(met: bool) -> str:
+    return "met" if met else "**missed**"
