@@ -65,13 +65,21 @@ def leak_and_profile(server: Server, workdir: Path, seconds: float) -> tuple[flo
 
 
 def top_frames(profile: Path, count: int = 5) -> list[tuple[str, float]]:
-    """The leaf frames with the most samples (self time), as shares of all samples."""
+    """The leaf frames with the most samples while holding the GIL (self time), as shares of all samples."""
     leaves: collections.Counter[str] = collections.Counter()
     for line in profile.read_text().splitlines() if profile.exists() else []:
         stack, _, samples = line.rpartition(" ")
         leaves[stack.rsplit(";", 1)[-1]] += int(samples)
     total = sum(leaves.values()) or 1
     return [(frame, n / total) for frame, n in leaves.most_common(count)]
+
+
+def whose(frame: str) -> str:
+    """Which code a profiled frame belongs to: this service's, the bench rig's, or a library's."""
+    path = frame.rpartition("(")[2]
+    if path.split(":")[0] in ("main.py", "interview.py", "config.py") and "site-packages" not in path:
+        return "ours (the service)"
+    return "ours (the rig)" if path.startswith(("bench/", "tests/")) else "library"
 
 
 def run_kind(kind: str, workdir: Path, openai_url: str, quick: bool) -> dict[str, Any]:
@@ -180,5 +188,12 @@ def rows(measured: dict[str, Any], quick: bool) -> list[Row]:
         ),
     ]
     for rank, (frame, part) in enumerate(ours["profile"], 1):
-        table.append((f"profile at {LEAK_LEVEL} interviews, #{rank} self time", f"{part:.0%} {frame}", "", ""))
+        table.append(
+            (
+                f"profile at {LEAK_LEVEL} interviews, #{rank} (GIL-holding self time)",
+                f"{part:.0%} {frame}",
+                "",
+                whose(frame),
+            )
+        )
     return table
