@@ -56,8 +56,10 @@ def event(kind: str, **fields: Any) -> str:
 async def script(channel: Any) -> None:
     """Every 4 s, one line from each speaker, as OpenAI reports them."""
     line = 0
-    while channel.readyState == "open":
+    while True:
         await asyncio.sleep(4)
+        if channel.readyState != "open":  # the interviewer left
+            return
         line += 1
         response, item = f"resp_{uuid.uuid4().hex[:12]}", f"item_{uuid.uuid4().hex[:12]}"
         text = f"Interviewer line {line}: tell me more about how you tested that."
