@@ -157,8 +157,7 @@ async def test_every_route_but_health_and_ready_needs_the_token(make_settings):
                 response = await client.request(method, url, json=invite_body("auth-2"), headers=headers)
                 assert response.status_code == 401, (method, url, headers)
                 assert "Bearer" in response.json()["detail"] and response.headers["WWW-Authenticate"] == "Bearer"
-            for url in [f"{session}/metrics"]:
-                assert (await client.get(url, headers=headers)).status_code == 401
+            assert (await client.get(f"{session}/metrics", headers=headers)).status_code == 401
             assert (await client.post(f"{session}/close", headers=headers)).status_code == 401
         assert (await client.get(f"{session}/metrics")).status_code == 200
         bare = {"Authorization": ""}

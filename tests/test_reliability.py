@@ -151,7 +151,7 @@ async def wait_until_ready(client: httpx.AsyncClient, timeout: float = 60) -> No
 
 
 def on_call(client: httpx.AsyncClient, accepted: dict) -> bool:
-    """The Runner's session route answers once the interview is registered; the fake edge says when it joined."""
+    """The Runner's session route answers 200 once the launcher has registered the interview."""
     response = httpx.get(f"{str(client.base_url).rstrip('/')}{session_url(accepted)}", headers=AUTH)
     return response.status_code == 200
 
