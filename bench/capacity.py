@@ -47,7 +47,9 @@ def measure(server: Server, http: httpx.Client, seconds: float) -> Level:
     return {"cpu": cpu, "rss": server.rss_mb()} | http.get("/bench/stats").json()
 
 
-def leak_and_profile(server: Server, workdir: Path, seconds: float) -> tuple[float, list[tuple[str, float]]]:
+def leak_and_profile(
+    server: Server, http: httpx.Client, workdir: Path, seconds: float
+) -> tuple[float, list[tuple[str, float]]]:
     """RSS every 30 s for `seconds` (MB per minute, fitted); py-spy's top five self-time frames in the first 60 s."""
     profile = workdir / "profile.txt"
     spy = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(server.process.pid), "--duration", "60"]
@@ -59,6 +61,7 @@ def leak_and_profile(server: Server, workdir: Path, seconds: float) -> tuple[flo
     started, samples = time.perf_counter(), []
     while (elapsed := time.perf_counter() - started) < seconds:
         samples.append((elapsed / 60, server.rss_mb()))
+        http.get("/bench/stats")  # empties the rig's own lag samples (100 a second), which would otherwise add up
         time.sleep(30)
     spying.wait(120)
     return slope(samples), top_frames(profile)
@@ -100,7 +103,7 @@ def run_kind(kind: str, workdir: Path, openai_url: str, quick: bool) -> dict[str
                 time.sleep(4 if quick else 20)  # joined, talking, buffers warm
                 levels[level] = measure(server, http, 6 if quick else 120)
                 if level == LEAK_LEVEL and not quick:
-                    result["leak_mb_per_min"], result["profile"] = leak_and_profile(server, workdir, 600)
+                    result["leak_mb_per_min"], result["profile"] = leak_and_profile(server, http, workdir, 600)
             if kind == "service":
                 for n, interview in enumerate(interviews):
                     http.delete(f"/calls/cap-{kind}-{n}/sessions/{interview}", headers=AUTH)
