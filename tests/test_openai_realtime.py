@@ -1,13 +1,18 @@
 """The real `openai.Realtime` plugin, configured by the service, against a WebRTC stand-in for OpenAI."""
 
 import asyncio
+import gc
 import logging
+import tracemalloc
 
+import numpy as np
 import pytest
+from getstream.video.rtc import PcmData
+from getstream.video.rtc.track_util import FrameResampler
 
+from standins.openai_realtime import RealtimeStandIn
 from tests.conftest import invite_body, running
 from tests.fakes import CALLS, CANDIDATE, wait_until
-from tests.openai_standin import RealtimeStandIn
 from tests.test_interviews import stored_transcript
 
 QUESTIONS = ["Tell us about a system you scaled.", "How do you test async code?", "Why this team?"]
@@ -106,13 +111,6 @@ async def test_ending_the_call_closes_the_peer_connection(standin, make_settings
 def test_the_interviewers_voice_holds_no_memory_per_frame():
     """Every 20 ms of the interviewer's voice passes getstream's FrameResampler on its way to Stream; PyAV before 17.1
     leaked about 200 bytes there per frame (PyAV-Org/PyAV#2282), 1.2 MB a minute per interview, never freed."""
-    import gc
-    import tracemalloc
-
-    import numpy as np
-    from getstream.video.rtc import PcmData
-    from getstream.video.rtc.track_util import FrameResampler
-
     resampler = FrameResampler(rate=48000, layout="mono", format="s16", frame_size=960)
     voice = PcmData(sample_rate=24000, format="s16", samples=np.zeros(480, dtype=np.int16), channels=1)  # OpenAI's
     tracemalloc.start()

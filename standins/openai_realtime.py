@@ -18,7 +18,7 @@ from aiortc.mediastreams import AudioStreamTrack, MediaStreamTrack
 from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
 from pydantic import TypeAdapter
 
-from tests.conftest import free_port
+from standins.network import free_port
 
 SERVER_EVENTS: TypeAdapter[Any] = TypeAdapter(RealtimeServerEvent)
 CLIENT_EVENTS: TypeAdapter[Any] = TypeAdapter(RealtimeClientEvent)
