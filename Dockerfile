@@ -11,15 +11,6 @@ RUN --mount=type=cache,target=/root/.cache/uv \
     --mount=type=bind,source=uv.lock,target=/app/uv.lock \
     --mount=type=bind,source=pyproject.toml,target=/app/pyproject.toml \
     uv sync --locked --no-dev --no-install-project
-# Vision-Agents' warm-up needs Silero VAD: baked in from the pinned PyPI wheel, checksum-verified, never downloaded at start.
-ARG SILERO_VAD=silero-vad==6.2.3
-ARG SILERO_SHA256=1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3
-RUN --mount=type=cache,target=/root/.cache/pip \
-    python -m pip download --quiet --no-deps --only-binary=:all: -d /tmp/silero "$SILERO_VAD" \
- && mkdir -p /opt/vad \
- && python -c "import zipfile,glob; open('/opt/vad/silero_vad.onnx','wb').write(zipfile.ZipFile(glob.glob('/tmp/silero/*.whl')[0]).read('silero_vad/data/silero_vad.onnx'))" \
- && echo "$SILERO_SHA256  /opt/vad/silero_vad.onnx" | sha256sum -c - \
- && rm -rf /tmp/silero
 COPY *.py interviewer_prompt.md /code/
 RUN python -m compileall -q -d /app /code
 
@@ -27,7 +18,8 @@ FROM python:3.11-slim
 RUN groupadd --system --gid 10001 app && useradd --system --uid 10001 --gid app --home-dir /app app \
  && mkdir -p /data/transcripts && chown app:app /data/transcripts
 # NO_COLOR: Vision-Agents colours its log lines even when they go to a file or a log collector.
-ENV PATH=/app/.venv/bin:$PATH PYTHONUNBUFFERED=1 NO_COLOR=1 VAD_MODEL_DIR=/opt/vad TRANSCRIPT_DIR=/data/transcripts PORT=8000
+# ORT_DISABLE_TELEMETRY: onnxruntime (a Vision-Agents dependency) would send a telemetry DNS lookup per session.
+ENV PATH=/app/.venv/bin:$PATH PYTHONUNBUFFERED=1 NO_COLOR=1 ORT_DISABLE_TELEMETRY=1 TRANSCRIPT_DIR=/data/transcripts PORT=8000
 WORKDIR /app
 VOLUME ["/data/transcripts"]
 EXPOSE 8000
@@ -37,6 +29,5 @@ STOPSIGNAL SIGTERM
 USER 10001:10001
 CMD ["python", "main.py"]
 # Root-owned, so the service cannot modify itself; the environment's layer stays cached when only the code changes.
-COPY --from=build /opt/vad /opt/vad
 COPY --from=build /app/.venv /app/.venv
 COPY --from=build /code/ /app/

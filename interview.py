@@ -4,12 +4,15 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
+import threading
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+from getstream.video.rtc.pb.stream.video.sfu.models.models_pb2 import TrackType
+from getstream.video.rtc.signaling import WebSocketClient
+from getstream.video.rtc.tracks import TrackSubscriptionConfig
 from google.api_core.exceptions import PreconditionFailed
 from google.cloud import storage
 from google.cloud.storage.retry import DEFAULT_RETRY
@@ -17,6 +20,8 @@ from pydantic import BaseModel, Field, StringConstraints
 from vision_agents.core import Agent
 from vision_agents.core.agents.conversation import Message
 from vision_agents.core.edge.events import CallEndedEvent
+from vision_agents.core.utils.audio_filter import AudioFilter
+from vision_agents.plugins import getstream, openai
 
 from config import Settings
 
@@ -25,13 +30,14 @@ PROMPT = (Path(__file__).parent / "interviewer_prompt.md").read_text()
 # Candidate-supplied text must neither trigger the library's `@file.md` include nor close the data block.
 NEUTRAL = str.maketrans({"@": "\uff20", "<": "\u2039", ">": "\u203a"})
 ROLES = {"assistant": "interviewer", "user": "candidate"}
-CALL_ID = r"^[A-Za-z0-9_-]{1,64}$"
+CALL_ID, USER_ID = r"^[A-Za-z0-9_-]{1,64}$", r"^[A-Za-z0-9_@.-]{1,128}$"
 UPLOAD_RETRY = DEFAULT_RETRY.with_timeout(20)  # GCS's own retry policy, bounded so that shutdown stays short
 
 
 class Invite(BaseModel, extra="forbid"):
     call_id: str = Field(pattern=CALL_ID)
     call_type: str = Field("default", pattern=CALL_ID)
+    candidate_user_id: str = Field(pattern=USER_ID)
     candidate_name: str = Field(min_length=1, max_length=200)
     job_title: str = Field(min_length=1, max_length=200)
     questions: list[Annotated[str, StringConstraints(min_length=1, max_length=1000)]] = Field([], max_length=30)
@@ -39,6 +45,41 @@ class Invite(BaseModel, extra="forbid"):
 
 # Set by POST /interviews just before AgentLauncher.start_session, whose session task starts with a copy of it.
 INVITE: ContextVar[Invite] = ContextVar("invite")
+
+# getstream 4.3: WebSocketClient.close() joins two threads for up to 2 s each on the event loop, freezing every other
+# interview's audio at each leave (signaling.py, close); the same close in a thread of its own blocks nobody.
+blocking_close = WebSocketClient.close
+WebSocketClient.close = lambda self: threading.Thread(target=blocking_close, args=(self,), daemon=True).start()  # type: ignore[method-assign]
+
+
+class AudioOnlyEdge(getstream.Edge):
+    def _get_subscription_config(self) -> TrackSubscriptionConfig:  # the edge's only hook: no video sent or decoded
+        return TrackSubscriptionConfig(track_types=[TrackType.TRACK_TYPE_AUDIO])
+
+
+class Interviewer(openai.Realtime, AudioFilter):
+    """One interview's OpenAI Realtime session, and the Agent's multi-speaker filter too: whether alone on the call
+    or not, it hears the Stream user `candidate` alone, and sets `heard` once it has."""
+
+    candidate: str
+    heard: asyncio.Event
+
+    async def process_audio(self, pcm: Any, participant: Any) -> None:  # as a filter: None, all it needed is sent
+        if participant.user_id == self.candidate:
+            self.heard.set()
+            await super().process_audio(pcm, participant)
+
+    def clear(self, participant: Any = None) -> None:
+        """Nothing to clear: no speaker holds a lock."""
+
+    async def watch_video_track(self, *args: Any, **kwargs: Any) -> None:
+        """Never: the plugin would renegotiate, a second OpenAI session that carries the candidate's camera."""
+
+    async def _handle_openai_event(self, event: dict[str, Any]) -> None:
+        # The plugin logs an error event's message and raises a failed response, text and all, in a task nobody awaits.
+        if event.get("type") != "error" and event.get("response", {}).get("status") != "failed":
+            return await super()._handle_openai_event(event)
+        log.warning("interview %s: OpenAI sent a failed %s", self.agent.id, event["type"])  # type: ignore[union-attr]
 
 
 class Interviews:
@@ -49,38 +90,38 @@ class Interviews:
         self.bucket = storage.Client().bucket(settings.gcs_bucket) if settings.gcs_bucket else None
 
     async def conduct(self, agent: Agent, call_type: str, call_id: str) -> None:
-        """The invited interview until the call ends, the time limit or cancellation; its transcript is kept, always."""
-        invite, started_at, ended = INVITE.get(), datetime.now(UTC), call_ended(agent)
-        reason, error = "stopped", None  # cancelled by the launcher: idle, time limit, close request or shutdown
+        """The invited interview until it ends, whatever ends it; its transcript is kept, always."""
+        invite, started_at, ended, llm = INVITE.get(), datetime.now(UTC), call_ended(agent), agent.llm
+        reason, error = "stopped", None
         try:
-            data = invite.model_dump_json(exclude={"call_id", "call_type"}).translate(NEUTRAL)
-            agent.llm.set_instructions(PROMPT.format(settings=self.settings, data=data))
+            data = invite.model_dump_json(include={"candidate_name", "job_title", "questions"}).translate(NEUTRAL)
+            llm.set_instructions(PROMPT.format(settings=self.settings, data=data))
+            llm.candidate, llm.heard = invite.candidate_user_id, asyncio.Event()
             call = await agent.create_call(call_type, call_id)
-            async with agent.join(call, participant_wait_timeout=self.settings.idle_timeout_seconds):
-                await agent.simple_response("Greet the candidate by name and begin the interview.")
-                limit = self.settings.max_interview_minutes * 60
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(ended.wait(), limit - min(60, limit / 10))
-                if not ended.is_set():
-                    await agent.simple_response("Time is almost up: close the interview now and thank the candidate.")
-                    await ended.wait()  # the launcher ends the session at the limit
-            reason = "call_ended"
+            async with agent.join(call, participant_wait_timeout=0):
+                pc = llm.rtc.pc  # the plugin only logs a lost connection (rtc_manager.py: "Reconnection ... not easy")
+                pc.on("connectionstatechange", lambda: pc.connectionState in ("failed", "closed") and ended.set())
+                # Cancelled by the launcher (idle, time limit, close request, shutdown): `stopped`, last words kept.
+                with contextlib.suppress(asyncio.CancelledError):
+                    await llm.heard.wait()  # a candidate who never joins: the launcher's idle check ends it
+                    await agent.simple_response("Greet the candidate by name and begin the interview.")
+                    await ended.wait()
+                    reason = "call_ended"
+                if pc.connectionState in ("failed", "closed"):
+                    raise ConnectionError("the OpenAI connection was lost")
+                await llm.rtc._send_event({"type": "input_audio_buffer.commit"})  # the plugin has no public commit
+                await asyncio.sleep(2)  # for the candidate's last words: OpenAI transcribes a turn after it ends
         except Exception as exc:
             reason, error = "error", f"{type(exc).__name__}: {exc}"
             log.error("interview %s on call %s failed: %s", agent.id, call_id, error)
         finally:
             ended_at, said = datetime.now(UTC), agent.conversation.messages if agent.conversation else []
-            doc = {"version": 1, "interview_id": agent.id} | invite.model_dump(exclude={"questions"})
+            doc = {"version": 2, "interview_id": agent.id} | invite.model_dump(exclude={"questions"})
             doc |= {"started_at": iso(started_at), "ended_at": iso(ended_at), "end_reason": reason, "error": error}
-            doc["duration_seconds"] = round((ended_at - started_at).total_seconds(), 3)
             doc["messages"] = [line(m) for m in said if m.role in ROLES and m.content]
             path = self.save(f"{call_type}/{call_id}/{agent.id}.json", doc)  # on the loop: nothing can skip it
             if self.bucket:
                 await asyncio.to_thread(self.upload, path)
-
-    def uri(self, name: str) -> str:
-        local = (self.directory / name).resolve().as_uri()
-        return f"gs://{self.bucket.name}/{self.settings.gcs_prefix}{name}" if self.bucket else local
 
     def save(self, name: str, doc: dict[str, Any]) -> Path:
         """Atomically, so that a crash never leaves half a transcript."""
@@ -90,15 +131,13 @@ class Interviews:
         return temporary.replace(self.directory / name)
 
     def upload_leftovers(self) -> None:
-        """What an earlier run or a failed upload left on disk goes to GCS: at start-up, then every minute."""
-        while self.bucket:
-            for path in sorted(self.directory.rglob("*.json")):
-                self.upload(path)
-            time.sleep(60)
+        """What an earlier run or a failed upload left on disk goes to GCS, at start-up."""
+        for path in sorted(self.directory.rglob("*.json")) if self.bucket else []:
+            self.upload(path)
 
     def upload(self, path: Path) -> None:
         """Blocking, with the client's own retries; the local copy goes only once GCS has the transcript."""
-        name = self.settings.gcs_prefix + path.relative_to(self.directory).as_posix()
+        name = "transcripts/" + path.relative_to(self.directory).as_posix()
         try:  # never overwrites: a 412 means an earlier or concurrent attempt already stored this very transcript
             with contextlib.suppress(PreconditionFailed, FileNotFoundError):
                 self.bucket.blob(name).upload_from_filename(path, if_generation_match=0, retry=UPLOAD_RETRY, timeout=10)  # type: ignore[union-attr]

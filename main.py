@@ -11,36 +11,26 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from openai import AsyncOpenAI
 from vision_agents.core import Agent, AgentLauncher, RedisSessionKVStore, Runner, ServeOptions, SessionRegistry, User
 from vision_agents.core.agents.exceptions import MaxConcurrentSessionsExceeded, MaxSessionsPerCallExceeded
-from vision_agents.core.utils.audio_filter import FirstSpeakerWinsFilter
-from vision_agents.plugins import getstream, openai
 
 from config import Settings, load_settings
-from interview import INVITE, Interviews, Invite
+from interview import INVITE, AudioOnlyEdge, Interviewer, Interviews, Invite
 
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(HTTPBearer(auto_error=False))]
+Factory = Callable[[], Any] | None  # a test's stand-in for the Stream edge or the OpenAI Realtime LLM
 REFUSED: dict[int | str, Any] = {code: {"model": dict[str, str]} for code in (401, 409, 429)}  # {"detail": "..."}
 
 
-def create_runner(
-    settings: Settings, make_edge: Callable[[], Any] | None = None, make_llm: Callable[[], Any] | None = None
-) -> Runner:
+def create_runner(settings: Settings, make_edge: Factory = None, make_llm: Factory = None) -> Runner:
     """The service; `make_edge` and `make_llm` build each interviewer's Stream edge and OpenAI Realtime LLM."""
-    # One OpenAI client for every interviewer: the plugin never closes the one it would make per agent.
-    client = AsyncOpenAI(api_key=settings.openai_api_key.get_secret_value())
+    # One OpenAI client for every interviewer (the plugin never closes the one it would make per agent), bounded:
+    # its defaults (600 s, two retries) would hold an unanswered interview for half an hour.
+    client = AsyncOpenAI(api_key=settings.openai_api_key.get_secret_value(), timeout=10, max_retries=1)
     interviews = Interviews(settings)
 
-    def realtime() -> openai.Realtime:
-        return openai.Realtime(
-            model=settings.openai_model, voice=settings.openai_voice, client=client, send_video=False
-        )
-
     def create_agent() -> Agent:
-        return Agent(
-            edge=(make_edge or getstream.Edge)(),
-            llm=(make_llm or realtime)(),
-            agent_user=User(id="ai-interviewer", name=settings.agent_name),
-            multi_speaker_filter=FirstSpeakerWinsFilter(model_dir=str(settings.vad_model_dir)),
-        )
+        llm = make_llm() if make_llm else Interviewer(client=client, send_video=False)
+        user = User(id="ai-interviewer", name="AI Interviewer")
+        return Agent(edge=(make_edge or AudioOnlyEdge)(), llm=llm, agent_user=user, multi_speaker_filter=llm)
 
     launcher = AgentLauncher(
         create_agent,
@@ -73,9 +63,7 @@ def create_runner(
             raise HTTPException(409, f"An interviewer is already on call {body.call_id}") from None
         except MaxConcurrentSessionsExceeded:
             raise HTTPException(429, "MAX_CONCURRENT_INTERVIEWS reached; retry later", {"Retry-After": "30"}) from None
-        uri = interviews.uri(f"{body.call_type}/{body.call_id}/{session.id}.json")
-        accepted = {"interview_id": session.id, "call_id": body.call_id, "call_type": body.call_type}
-        return accepted | {"status": "starting", "transcript_uri": uri}
+        return {"interview_id": session.id, "call_id": body.call_id, "call_type": body.call_type, "status": "starting"}
 
     return runner
 
@@ -83,8 +71,9 @@ def create_runner(
 def main() -> None:
     settings = load_settings()
     level = settings.log_level.upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Vision-Agents logs transcripts and the session's instructions (candidate data) at INFO: keep it at WARNING.
+    # Libraries log instructions (candidate data), transcripts and tokens below WARNING: LOG_LEVEL is for ours alone.
+    logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("interview_agent").setLevel(level)
     create_runner(settings).serve(settings.host, settings.port, agents_log_level="WARNING", http_log_level=level)
 
 

@@ -40,7 +40,12 @@ async def invite_latencies(server: Server, clients: int, per_client: int) -> tup
             if server.kind == "runner":
                 response = await http.post(f"/calls/{call_id}/sessions", json={"call_type": "default"})
             else:
-                body = {"call_id": call_id, "candidate_name": "Ada", "job_title": "Engineer"}
+                body = {
+                    "call_id": call_id,
+                    "candidate_user_id": "candidate-7",
+                    "candidate_name": "Ada",
+                    "job_title": "Engineer",
+                }
                 response = await http.post("/interviews", json=body, headers=AUTH)
             latencies.append(time.perf_counter() - started)
             codes[response.status_code] = codes.get(response.status_code, 0) + 1
@@ -137,7 +142,12 @@ def bench_memory(workdir: Path, quick: bool) -> list[Row]:
         with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as http:
             for level in levels:
                 while live < level:
-                    body = {"call_id": f"mem-{live}", "candidate_name": "Ada", "job_title": "Engineer"}
+                    body = {
+                        "call_id": f"mem-{live}",
+                        "candidate_user_id": "candidate-7",
+                        "candidate_name": "Ada",
+                        "job_title": "Engineer",
+                    }
                     assert http.post("/interviews", json=body).status_code == 202
                     live += 1
                 time.sleep(2 if quick else 8)  # frames flowing, lines accumulating
@@ -222,9 +232,9 @@ def document(interview_id: str, lines: int) -> dict[str, Any]:
         "text": "A fairly long answer about distributed systems " * 3,
         "at": now,
     }
-    doc = {"version": 1, "interview_id": interview_id, "call_id": f"c-{interview_id}", "call_type": "default"}
+    doc = {"version": 2, "interview_id": interview_id, "call_id": f"c-{interview_id}", "call_type": "default"}
     doc |= {"candidate_name": "Ada", "job_title": "Engineer", "started_at": now, "messages": [message] * lines}
-    return doc | dict.fromkeys(["ended_at", "duration_seconds", "end_reason", "error"])
+    return doc | dict.fromkeys(["ended_at", "end_reason", "error"])
 
 
 async def loop_lag(stalls: list[float]) -> None:

@@ -63,16 +63,12 @@ class SpeakingEdge(FakeEdge):
     """Stream's side of a live call: the candidate speaks (real speech, looped, in real time) and the interviewer's
     voice is taken frame by frame, as the SFU publisher would."""
 
-    async def join(self, agent: Any, call: Any, **kwargs: Any) -> Any:
-        connection = await super().join(agent, call, **kwargs)
-        self.speaking = asyncio.create_task(self.candidate_microphone())
-        return connection
-
     async def publish_tracks(self, audio_track: Any, video_track: Any) -> None:
         if audio_track is not None:
             self.publishing = asyncio.create_task(self.publish(audio_track))
 
     async def candidate_microphone(self) -> None:
+        """Started by FakeEdge.join, for the whole call."""
         loop = asyncio.get_running_loop()
         start, index = loop.time(), 0
         while not self.connection.closed:

@@ -11,6 +11,7 @@ The capacity servers also answer `GET /bench/stats` (event-loop lag and audio ti
 
 import asyncio
 import dataclasses
+import os
 import statistics
 import sys
 import time
@@ -35,14 +36,12 @@ def runner_app(make_edge: Callable[[], Any] = getstream.Edge) -> Any:
     settings = load_settings()
     client = AsyncOpenAI(api_key=settings.openai_api_key.get_secret_value())
 
-    def create_agent() -> Agent:
+    def create_agent() -> Agent:  # its default multi-speaker filter needs the Silero VAD model: VAD_MODEL_DIR
         return Agent(
             edge=make_edge(),
-            llm=openai.Realtime(
-                model=settings.openai_model, voice=settings.openai_voice, client=client, send_video=False
-            ),
-            agent_user=User(id="ai-interviewer", name=settings.agent_name),
-            multi_speaker_filter=FirstSpeakerWinsFilter(model_dir=str(settings.vad_model_dir)),
+            llm=openai.Realtime(client=client, send_video=False),
+            agent_user=User(id="ai-interviewer", name="AI Interviewer"),
+            multi_speaker_filter=FirstSpeakerWinsFilter(model_dir=os.environ["VAD_MODEL_DIR"]),
         )
 
     async def join_call(agent: Agent, call_type: str, call_id: str) -> None:

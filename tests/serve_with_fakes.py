@@ -5,8 +5,6 @@ The interviewer greets, then says one scripted line and hears one scripted answe
 
 from typing import Any
 
-from vision_agents.plugins import getstream, openai
-
 import main
 from tests.fakes import CANDIDATE, FakeEdge, FakeRealtime
 
@@ -15,7 +13,7 @@ CANDIDATE_LINE = "I wrote the first one, in 1952."
 
 
 class ScriptedRealtime(FakeRealtime):
-    def __init__(self, **_: Any) -> None:  # takes the service's model, voice and client, as openai.Realtime does
+    def __init__(self, **_: Any) -> None:  # takes the service's client and options, as the Interviewer does
         super().__init__()
 
     async def simple_response(self, text: str, participant: Any = None):  # type: ignore[override]
@@ -28,6 +26,6 @@ class ScriptedRealtime(FakeRealtime):
 
 
 if __name__ == "__main__":
-    getstream.Edge = FakeEdge  # type: ignore[misc]
-    openai.Realtime = ScriptedRealtime  # type: ignore[misc]
+    main.AudioOnlyEdge = FakeEdge  # type: ignore[misc]
+    main.Interviewer = ScriptedRealtime  # type: ignore[misc]
     main.main()

@@ -11,7 +11,7 @@ SESSION_ROUTES = [("GET", ""), ("DELETE", ""), ("POST", "/close"), ("GET", "/met
 
 
 @pytest.fixture(scope="module")
-def api_schema(tmp_path_factory, vad_model_dir):
+def api_schema(tmp_path_factory):
     from config import Settings
     from main import create_runner
     from tests.fakes import FakeEdge, FakeRealtime
@@ -23,7 +23,6 @@ def api_schema(tmp_path_factory, vad_model_dir):
         openai_api_key="sk",
         api_token=TOKEN,
         transcript_dir=tmp_path_factory.mktemp("fuzz"),
-        vad_model_dir=vad_model_dir,
         gcs_bucket=None,
     )
     app = create_runner(settings, FakeEdge, FakeRealtime).fast_api
