@@ -202,7 +202,7 @@ async def ship_and_probe(workdir: Path, bucket: str, runs: int) -> list[Row]:
             doc = document(f"{lines}-{run}-{time.monotonic_ns()}", lines)
             started = time.perf_counter()
             await keep(doc)
-            blob = reader.blob(f"{settings.gcs_prefix}default/{doc['call_id']}/{doc['interview_id']}.json")
+            blob = reader.blob(f"transcripts/default/{doc['call_id']}/{doc['interview_id']}.json")
             while not await asyncio.to_thread(blob.exists):
                 await asyncio.sleep(0.005)
             samples.append(time.perf_counter() - started)

@@ -35,7 +35,8 @@ def start_interview(server: Server, http: httpx.Client, call_id: str) -> str:
         response = http.post(f"/calls/{call_id}/sessions", json={"call_type": "default"})
         assert response.status_code == 201, response.text
         return response.json()["session_id"]
-    body = {"call_id": call_id, "candidate_name": "Ada Lovelace", "job_title": "Backend Engineer"}
+    body = {"call_id": call_id, "candidate_user_id": "candidate-7", "candidate_name": "Ada Lovelace"}
+    body |= {"job_title": "Backend Engineer"}
     response = http.post("/interviews", json=body, headers=AUTH)
     assert response.status_code == 202, response.text
     return response.json()["interview_id"]
@@ -99,7 +100,7 @@ def whose(frame: str) -> str:
 
 
 def run_kind(kind: str, workdir: Path, openai_url: str, quick: bool) -> dict[str, Any]:
-    env = {"OPENAI_BASE_URL": openai_url, "IDLE_TIMEOUT_SECONDS": "3600", "MAX_INTERVIEW_MINUTES": "60"}
+    env = {"OPENAI_BASE_URL": openai_url, "IDLE_TIMEOUT_SECONDS": "3600", "MAX_INTERVIEW_MINUTES": "55"}
     workdir.mkdir(parents=True)
     server = Server(f"capacity-{kind}", workdir, **env)
     levels: dict[int, Level] = {}

@@ -27,6 +27,7 @@ from vision_agents.plugins import getstream, openai
 from bench import live_fakes
 from config import load_settings
 from main import create_runner
+from standins.network import loopback_only
 
 LAGS: list[float] = []  # how late each 10 ms probe woke up, in seconds
 
@@ -80,6 +81,7 @@ async def serve(app: Any, port: int) -> None:
 
 
 if __name__ == "__main__":
+    loopback_only()  # every packet of the bench on 127.0.0.1 (ORT_DISABLE_TELEMETRY comes in the environment)
     kind, port = sys.argv[1], int(sys.argv[2])
     if kind == "service":
         app = create_runner(load_settings()).fast_api

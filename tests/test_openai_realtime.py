@@ -3,6 +3,7 @@
 import asyncio
 import gc
 import logging
+import time
 import tracemalloc
 
 import numpy as np
@@ -10,10 +11,9 @@ import pytest
 from getstream.video.rtc import PcmData
 from getstream.video.rtc.track_util import FrameResampler
 
-from standins.openai_realtime import RealtimeStandIn
-from tests.conftest import invite_body, running
+from standins.openai_realtime import VOICED, RealtimeStandIn
+from tests.conftest import invite_body, running, stored_transcript
 from tests.fakes import CALLS, CANDIDATE, wait_until
-from tests.test_interviews import stored_transcript
 
 QUESTIONS = ["Tell us about a system you scaled.", "How do you test async code?", "Why this team?"]
 
@@ -26,23 +26,38 @@ async def standin(monkeypatch):
 
 
 async def test_session_config_and_the_interviewer_speaking_first(standin, make_settings):
-    settings = make_settings(openai_model="gpt-realtime-test", openai_voice="cedar")
-    async with running(settings, make_llm=None) as (client, _):
+    async with running(make_settings(), make_llm=None) as (client, _):
         body = invite_body("rt-config", candidate_name="Ada Lovelace", job_title="Staff Engineer", questions=QUESTIONS)
         assert (await client.post("/interviews", json=body)).status_code == 202
         await wait_until(lambda: "response.create" in standin.event_types(), timeout=20)
-        spoke_first = standin.event_types()  # before the test lets the candidate say anything
+        spoke_first = list(standin.client_events)  # once the candidate is heard, before they said anything
         edge = await CALLS.wait_joined("rt-config")
         edge.end_call()
 
     session = standin.offers[0]
-    assert session["model"] == "gpt-realtime-test" and session["audio"]["output"]["voice"] == "cedar"
+    assert session["model"].startswith("gpt-realtime") and session["audio"]["output"]["voice"]
     assert session["audio"]["input"]["transcription"]["model"]
     instructions = session["instructions"]
     assert "Ada Lovelace" in instructions and "Staff Engineer" in instructions
     assert [instructions.index(q) for q in QUESTIONS] == sorted(instructions.index(q) for q in QUESTIONS)
-    assert spoke_first[-2:] == ["conversation.item.create", "response.create"]
-    assert standin.client_events[-2]["item"]["content"][0]["text"].startswith("Greet the candidate")
+    assert [event["type"] for event in spoke_first[-2:]] == ["conversation.item.create", "response.create"]
+    assert spoke_first[-2]["item"]["content"][0]["text"].startswith("Greet the candidate")
+
+
+async def test_the_interviewers_voice_reaches_the_call(standin, make_settings):
+    """The stand-in speaks for ~2 s after `response.create`: the greeting's audio reaches the agent's outgoing track."""
+    async with running(make_settings(), make_llm=None) as (client, _):
+        await client.post("/interviews", json=invite_body("rt-voice"))
+        await wait_until(lambda: "response.create" in standin.event_types(), timeout=20)
+        edge = await CALLS.wait_joined("rt-voice")
+        voiced, deadline = 0, time.monotonic() + 5
+        while voiced < 10 and time.monotonic() < deadline:
+            frame = await edge.agent._audio_track.recv()  # what the agent publishes to the call, in real time
+            voiced += int(np.abs(frame.to_ndarray().astype(np.int32)).max(initial=0)) > VOICED
+        edge.end_call()
+
+    assert voiced >= 10, f"{voiced} voiced frames of the interviewer's greeting reached the call"
+    assert standin.voiced_frames_in == 0  # the fake candidate's microphone sends digital silence
 
 
 async def test_a_scripted_exchange_lands_in_the_transcript(standin, make_settings):
@@ -65,7 +80,7 @@ async def test_a_scripted_exchange_lands_in_the_transcript(standin, make_setting
         await wait_until(lambda: len(edge.messages()) == 4)
         frames_from_agent = standin.audio_frames
         edge.end_call()
-        doc = await stored_transcript(None, accepted["transcript_uri"])
+        doc = await stored_transcript(None, accepted)
 
     assert frames_from_agent > 0
     assert [(m["role"], m["speaker_id"], m["text"]) for m in doc["messages"]] == [
@@ -85,7 +100,7 @@ async def test_openai_refusing_or_failing_ends_the_interview_with_error(standin,
         for status in (401, 500):
             standin.refuse_with = status
             accepted = (await client.post("/interviews", json=invite_body(f"rt-{status}"))).json()
-            docs[status] = (accepted, await stored_transcript(None, accepted["transcript_uri"], timeout=20))
+            docs[status] = (accepted, await stored_transcript(None, accepted, timeout=20))
             await wait_until(lambda accepted=accepted: launcher.get_session(accepted["interview_id"]) is None)
         await asyncio.sleep(0.5)
         left = {task for task in asyncio.all_tasks() if not task.done()} - before - {asyncio.current_task()}
