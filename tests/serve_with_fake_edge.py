@@ -2,8 +2,8 @@
 service's own plugin, talking WebRTC to OPENAI_BASE_URL (the stand-in). A real service process for the log test."""
 
 import main
-from standins.network import loopback_only
 from tests.fakes import FakeEdge
+from tests.standins.network import loopback_only
 
 if __name__ == "__main__":
     loopback_only()

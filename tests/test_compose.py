@@ -11,7 +11,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from tests.conftest import AUTH, ROOT, free_port, invite_body, newcomers_env
+from tests.conftest import AUTH, NO_INTERNET, ROOT, free_port, invite_body, newcomers_env
 from tests.test_container import engine_works
 
 COMPOSE = [sys.executable, "-m", "podman_compose"]
@@ -36,7 +36,7 @@ def checkout(tmp_path: Path) -> Path:
         if (ROOT / name).exists():
             (project / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, project / name)
-    (project / ".env").write_text(newcomers_env())
+    (project / ".env").write_text(newcomers_env() + "".join(f"{key}={value}\n" for key, value in NO_INTERNET.items()))
     return project
 
 
@@ -60,8 +60,7 @@ def test_compose_stack_stores_a_transcript_in_the_emulator(checkout):
 
         accepted = httpx.post(f"{service}/interviews", json=invite_body("compose-1"), headers=AUTH)
         assert accepted.status_code == 202, accepted.text
-        name = f"transcripts/default/compose-1/{accepted.json()['interview_id']}.json"
-        assert accepted.json() == f"gs://{BUCKET}/{name}"
+        name = f"transcripts/default/compose-1/{accepted.json()['interview_id']}.json"  # as the README says
         deadline, listed = time.monotonic() + 90, []
         while name not in listed:  # Stream is out of reach: the join fails, and the transcript says so
             assert time.monotonic() < deadline, compose(checkout, "logs", **ports).stdout[-3000:]
@@ -85,7 +84,7 @@ def ready(url: str) -> bool:
 
 
 def test_env_example_leaves_the_image_settings_alone():
-    """A .env copied from .env.example must not override what the image sets (VAD_MODEL_DIR, TRANSCRIPT_DIR, PORT)."""
+    """A .env copied from .env.example must not override what the image sets (TRANSCRIPT_DIR, PORT, ...)."""
     from dotenv import dotenv_values
 
     values = dotenv_values(ROOT / ".env.example")

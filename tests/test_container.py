@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import AUTH, ROOT, TOKEN, free_port, invite_body
+from tests.conftest import AUTH, NO_INTERNET, ROOT, TOKEN, free_port, invite_body
 
 ENGINE = shutil.which("podman") or shutil.which("docker")
 IMAGE = "localhost/interview-agent:test"
@@ -50,7 +50,7 @@ def test_container_serves_stores_and_stops(image, capsys):
     with capsys.disabled():
         print(f"\nimage size: {size / 1e6:.0f} MB ({ENGINE})")
     name, volume, port = f"ia-{uuid.uuid4().hex[:8]}", f"ia-{uuid.uuid4().hex[:8]}", free_port()
-    env = {"STREAM_API_KEY": "k", "STREAM_API_SECRET": "s", "OPENAI_API_KEY": "sk", "API_TOKEN": TOKEN}
+    env = {"STREAM_API_KEY": "k", "STREAM_API_SECRET": "s", "OPENAI_API_KEY": "sk", "API_TOKEN": TOKEN} | NO_INTERNET
     env_args = [arg for key, value in env.items() for arg in ("-e", f"{key}={value}")]
     engine(
         "run",

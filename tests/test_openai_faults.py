@@ -23,9 +23,9 @@ from vision_agents.core.edge.events import AudioReceivedEvent
 from vision_agents.core.edge.types import Participant
 
 from bench.speech import FRAME, RATE, speech_frame
-from standins.openai_realtime import Call, RealtimeStandIn, sends_video
 from tests.conftest import AUTH, ROOT, TOKEN, free_port, invite_body, running, stored_transcript
 from tests.fakes import CALLS, CANDIDATE, CallScript, FakeEdge, wait_until
+from tests.standins.openai_realtime import Call, RealtimeStandIn, sends_video
 from tests.test_reliability import wait_until_ready
 
 RECRUITER = Participant(original=None, user_id="recruiter-1", id="recruiter-1-session")
@@ -191,14 +191,19 @@ async def test_only_the_candidates_audio_reaches_openai(standin, make_settings):
         await wait_until(lambda: "response.create" in standin.event_types(), timeout=5)
         await asyncio.sleep(0.5)
         voiced_with_candidate = standin.voiced_frames_in - voiced_before - voiced_with_recruiter
+        await speak(edge, RECRUITER, seconds=0.5)  # the recruiter spoke last, then OpenAI transcribes the candidate
+        standin.candidate_said("I led the payments team.")
+        await wait_until(lambda: "I led the payments team." in edge.messages())
         recruiter_silence.cancel()
         edge.end_call()
-        await stored_transcript(None, accepted, timeout=15)
+        doc = await stored_transcript(None, accepted, timeout=15)
 
     assert standin.audio_frames > 0
     assert voiced_with_recruiter == 0, f"{voiced_with_recruiter} frames of the recruiter's speech reached OpenAI"
     assert not greeted_for_recruiter, "the interviewer greeted the recruiter"
     assert voiced_with_candidate > 25, f"only {voiced_with_candidate} voiced frames of the candidate reached OpenAI"
+    lines = [(m["role"], m["speaker_id"], m["text"]) for m in doc["messages"]]
+    assert lines == [("candidate", CANDIDATE.user_id, "I led the payments team.")]
 
 
 async def test_two_interviews_at_once_each_send_their_own_instructions_and_no_video(standin, make_settings):

@@ -11,9 +11,9 @@ import pytest
 from getstream.video.rtc import PcmData
 from getstream.video.rtc.track_util import FrameResampler
 
-from standins.openai_realtime import VOICED, RealtimeStandIn
 from tests.conftest import invite_body, running, stored_transcript
 from tests.fakes import CALLS, CANDIDATE, wait_until
+from tests.standins.openai_realtime import VOICED, RealtimeStandIn
 
 QUESTIONS = ["Tell us about a system you scaled.", "How do you test async code?", "Why this team?"]
 

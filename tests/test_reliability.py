@@ -13,7 +13,18 @@ import httpx
 import pytest
 from google.cloud.storage.retry import DEFAULT_RETRY
 
-from tests.conftest import AUTH, BUCKET, ROOT, TOKEN, free_port, invite_body, newcomers_env, running, stored_transcript
+from tests.conftest import (
+    AUTH,
+    BUCKET,
+    NO_INTERNET,
+    ROOT,
+    TOKEN,
+    free_port,
+    invite_body,
+    newcomers_env,
+    running,
+    stored_transcript,
+)
 from tests.fakes import CALLS, wait_until
 from tests.test_interviews import session_url
 
@@ -172,7 +183,7 @@ def newcomer_dir(tmp_path: Path) -> Path:
 async def test_a_newcomers_copy_of_env_example_starts_the_service(newcomer_dir):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in {"GCS_BUCKET", "STORAGE_EMULATOR_HOST"}}
-    env["PORT"] = str(port)
+    env |= NO_INTERNET | {"PORT": str(port), "HOST": "127.0.0.1"}
     process = subprocess.Popen([sys.executable, str(ROOT / "main.py")], cwd=newcomer_dir, env=env)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:

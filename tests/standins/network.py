@@ -3,15 +3,14 @@
 - aioice leaves 127.0.0.1 out of its host candidates, so two local peers would talk over another interface;
 - aiortc adds Google's STUN server when a peer connection is given no ICE servers;
 - the getstream SDK pings 8.8.8.8, 1.1.1.1 and 208.67.222.222 every second while a call is joined;
-- onnxruntime sends a telemetry DNS lookup per inference session unless told not to before it is imported.
+- onnxruntime sends a telemetry DNS lookup unless told not to before it is imported: `tests/__init__.py` does that,
+  first thing in every test and bench process.
 """
 
-import os
 import socket
 
 
 def loopback_only() -> None:
-    os.environ["ORT_DISABLE_TELEMETRY"] = "1"
     import aioice.ice
     from aiortc.rtcicetransport import RTCIceGatherer
     from getstream.video.rtc.network_monitor import NetworkMonitor

@@ -16,7 +16,7 @@ closes the WebRTC connection mid-interview), `fail_response(text)` (a failed `re
 transcript), `error_event(code, message)` (an `error` server event). A transcription after the Stream call ended is
 just `candidate_said(text)` called then.
 
-`python -m standins.openai_realtime PORT [CHATTER_SECONDS]` runs it as a process of its own, with `GET /stats`.
+`python -m tests.standins.openai_realtime PORT [CHATTER_SECONDS]` runs it as a process of its own, with `GET /stats`.
 """
 
 import asyncio
@@ -37,7 +37,7 @@ from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
 from pydantic import TypeAdapter
 
 from bench.speech import FRAME, RATE, speech_frame
-from standins.network import free_port, loopback_only
+from tests.standins.network import free_port, loopback_only
 
 SERVER_EVENTS: TypeAdapter[Any] = TypeAdapter(RealtimeServerEvent)
 CLIENT_EVENTS: TypeAdapter[Any] = TypeAdapter(RealtimeClientEvent)
