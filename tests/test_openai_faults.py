@@ -18,9 +18,10 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from aiortc.mediastreams import VideoStreamTrack
 from getstream.video.rtc import PcmData
-from vision_agents.core.edge.events import AudioReceivedEvent
-from vision_agents.core.edge.types import Participant
+from vision_agents.core.edge.events import AudioReceivedEvent, TrackAddedEvent
+from vision_agents.core.edge.types import Participant, TrackType
 
 from bench.speech import FRAME, RATE, speech_frame
 from tests.conftest import AUTH, ROOT, TOKEN, free_port, invite_body, running, stored_transcript
@@ -257,3 +258,17 @@ async def test_a_real_process_at_debug_logs_no_instructions_transcript_or_secret
         assert secret not in logged, secret
     ours = [line for line in logged.splitlines() if accepted["interview_id"] in line]
     assert any("response.done" in line for line in ours) and any("error" in line for line in ours), ours
+
+
+async def test_the_interviewer_never_watches_video_whatever_an_edge_announces(standin, make_settings, monkeypatch):
+    """With an edge that does hand over a camera (not the service's own, which subscribes to audio alone), the
+    plugin would renegotiate: a second OpenAI session carrying the camera. The interviewer never watches."""
+    monkeypatch.setattr(FakeEdge, "add_track_subscriber", lambda self, track_id: VideoStreamTrack())
+    async with running(make_settings(), make_llm=None) as (client, _):
+        accepted = await start(client, "of-camera")
+        edge = await greeted(standin, "of-camera")
+        edge.events.send(TrackAddedEvent(track_id="camera-1", track_type=TrackType.VIDEO, participant=CANDIDATE))
+        await asyncio.sleep(3)  # a renegotiation would have posted its offer by then
+        edge.end_call()
+        await stored_transcript(None, accepted, timeout=15)
+    assert len(standin.offers) == 1 and not any(sends_video(sdp) for sdp in standin.offer_sdps)
