@@ -1,6 +1,7 @@
 """`uv run python -m bench [--capacity] [--quick] [--output FILE]`: the measurements of one run, as a markdown table.
 
-Without `--capacity`: invites, start-up, memory, transcript storage and install. With it: `bench/capacity.py`.
+Without `--capacity`: invites, start-up, memory, transcript storage and install. With it: `bench/capacity.py`
+(live interviews with both legs on the wire: Stream and OpenAI stand-ins, each in a process of its own).
 
 Comparisons are ratios measured side by side in the same run; figures are medians of repeated runs.
 """
@@ -299,7 +300,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer runs and levels: a smoke test under a minute")
     parser.add_argument(
-        "--capacity", action="store_true", help="only the capacity rig: live interviews, audio both ways"
+        "--capacity",
+        action="store_true",
+        help="only the capacity rig: live interviews, Stream and OpenAI stand-ins in processes of their own",
     )
     parser.add_argument("--output", type=Path, help="also write the table and the machine to this markdown file")
     args = parser.parse_args()

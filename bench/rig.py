@@ -1,7 +1,9 @@
 """What every benchmark shares: the servers as real processes, and the arithmetic of the table."""
 
+import ctypes
 import hashlib
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import free_port
+from tests.conftest import NO_INTERNET, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token-0123456789abcdef"
@@ -26,6 +28,7 @@ def environment(workdir: Path, **extra: str) -> dict[str, str]:
     env = os.environ | {"PYTHONPATH": str(ROOT), "API_TOKEN": TOKEN, "STREAM_API_KEY": "k", "STREAM_API_SECRET": "s"}
     env |= {"OPENAI_API_KEY": "sk-bench", "TRANSCRIPT_DIR": str(workdir / "transcripts"), "LOG_LEVEL": "error"}
     env |= {"MAX_CONCURRENT_INTERVIEWS": "10000", "VAD_MODEL_DIR": vad_model_dir(), "ORT_DISABLE_TELEMETRY": "1"}
+    env |= NO_INTERNET  # Stream's and OpenAI's HTTPS, where no stand-in is set, goes to a dead loopback proxy
     env.pop("GCS_BUCKET", None)
     return env | extra
 
@@ -48,6 +51,11 @@ def vad_model_dir() -> str:
     return str(target)
 
 
+def die_with_parent() -> None:
+    """In a child, before exec: Linux sends it SIGTERM when the bench dies, however it dies (PR_SET_PDEATHSIG)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+
+
 class Server:
     """One `python -m bench.serve KIND PORT` process."""
 
@@ -57,7 +65,9 @@ class Server:
         command = [sys.executable, "-m", "bench.serve", kind, str(self.port)]
         self.started = time.perf_counter()
         log = (workdir / f"{kind}-{self.port}.log").open("w")
-        self.process = subprocess.Popen(command, cwd=workdir, env=environment(workdir, **env), stdout=log, stderr=log)
+        self.process = subprocess.Popen(
+            command, cwd=workdir, env=environment(workdir, **env), stdout=log, stderr=log, preexec_fn=die_with_parent
+        )
 
     def wait_ready(self, timeout: float = 120) -> float:
         """Seconds from process start to `/ready` 200."""

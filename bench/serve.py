@@ -3,14 +3,16 @@
 python -m bench.serve service PORT          this service, real plugins (placeholder credentials: joins fail offline)
 python -m bench.serve runner PORT           Vision-Agents' Runner + AgentLauncher as its docs show it, same plugins
 python -m bench.serve fakes PORT            this service with the test fakes, frames flowing and lines said
-python -m bench.serve capacity-service PORT this service: real openai.Realtime (to OPENAI_BASE_URL), speaking edge
-python -m bench.serve capacity-runner PORT  the Runner with the same plugins and the same speaking edge
+python -m bench.serve capacity-service PORT this service as it ships (its own edge and interviewer), real plugins
+python -m bench.serve capacity-runner PORT  the Runner with plain getstream.Edge and openai.Realtime(send_video=False)
 
-The capacity servers also answer `GET /bench/stats` (event-loop lag and audio timing since the last call).
+With STREAM_STANDIN_URL set, every getstream.Edge the process builds talks to the Stream stand-in there
+(`python -m tests.standins.stream`, a process of its own); OPENAI_BASE_URL points openai.Realtime at the OpenAI one.
+The capacity servers also answer `GET /bench/stats` (the event loop's lag since the last call); the audio they send
+is timed where it arrives, at the Stream stand-in.
 """
 
 import asyncio
-import dataclasses
 import os
 import statistics
 import sys
@@ -27,7 +29,8 @@ from vision_agents.plugins import getstream, openai
 from bench import live_fakes
 from config import load_settings
 from main import create_runner
-from standins.network import loopback_only
+from tests.standins.network import loopback_only
+from tests.standins.stream import point_getstream_at
 
 LAGS: list[float] = []  # how late each 10 ms probe woke up, in seconds
 
@@ -64,12 +67,10 @@ async def probe_loop_lag() -> None:
 def with_stats(app: Any) -> Any:
     @app.get("/bench/stats")
     async def stats() -> dict[str, Any]:
-        lags, audio = sorted(LAGS) or [0.0], dataclasses.asdict(live_fakes.AUDIO)
+        lags = sorted(LAGS) or [0.0]
         LAGS.clear()
-        live_fakes.AUDIO = live_fakes.AudioTiming()
         p99 = lags[min(len(lags) - 1, round(0.99 * (len(lags) - 1)))]
-        lag = {"lag_p50_ms": statistics.median(lags) * 1000, "lag_p99_ms": p99 * 1000, "lag_max_ms": lags[-1] * 1000}
-        return lag | audio
+        return {"lag_p50_ms": statistics.median(lags) * 1000, "lag_p99_ms": p99 * 1000, "lag_max_ms": lags[-1] * 1000}
 
     return app
 
@@ -83,6 +84,8 @@ async def serve(app: Any, port: int) -> None:
 if __name__ == "__main__":
     loopback_only()  # every packet of the bench on 127.0.0.1 (ORT_DISABLE_TELEMETRY comes in the environment)
     kind, port = sys.argv[1], int(sys.argv[2])
+    if os.environ.get("STREAM_STANDIN_URL"):
+        point_getstream_at(os.environ["STREAM_STANDIN_URL"])
     if kind == "service":
         app = create_runner(load_settings()).fast_api
     elif kind == "runner":
@@ -91,7 +94,7 @@ if __name__ == "__main__":
         app = create_runner(load_settings(), make_edge=live_fakes.StreamingEdge, make_llm=live_fakes.ChattyRealtime)
         app = app.fast_api
     elif kind == "capacity-service":
-        app = with_stats(create_runner(load_settings(), make_edge=live_fakes.SpeakingEdge).fast_api)
+        app = with_stats(create_runner(load_settings()).fast_api)
     else:
-        app = with_stats(runner_app(make_edge=live_fakes.SpeakingEdge))
+        app = with_stats(runner_app())
     asyncio.run(serve(app, port))

@@ -24,7 +24,8 @@ def test_bench_quick_runs_end_to_end():
     print(table)
 
 
-def test_capacity_quick_has_audio_both_ways_and_both_speakers_in_the_transcript():
+def test_capacity_quick_has_audio_both_ways_no_camera_for_the_service_and_both_speakers_in_the_transcripts():
+    """Both legs on the wire (the Stream and OpenAI stand-ins in processes of their own), 2 interviews, camera on."""
     result = subprocess.run(
         [sys.executable, "-m", "bench", "--capacity", "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=180
     )
@@ -32,10 +33,15 @@ def test_capacity_quick_has_audio_both_ways_and_both_speakers_in_the_transcript(
     assert "2 live interviews" in result.stdout, result.stdout
     measured = json.loads(next(line for line in result.stderr.splitlines() if line.startswith('{"service"')))
     for kind in ("service", "runner"):
-        level = measured[kind]["levels"]["2"]
-        assert level["frames_in"] > 0 and level["voiced_frames_out"] > 0, (kind, level)  # candidate in, voice out
-    assert measured["openai"]["frames_in"] > 0  # the candidate's audio reached OpenAI's side, through WebRTC
-    transcripts = measured["service"]["transcripts"]
+        level, openai, stream = measured[kind]["levels"]["2"], measured[kind]["openai"], measured[kind]["stream"]
+        assert openai["voiced_frames_in"] > 0, (kind, openai)  # the candidate's speech reached OpenAI, through WebRTC
+        assert level["loud_frames"] > 0 and stream["loud_frames"] > 0, (kind, level)  # the interviewer's voice, Stream
+        assert {"ai-interviewer", "candidate-7"} <= set(stream["speakers"]), (kind, stream)  # the chat's transcript
+    service, runner = measured["service"], measured["runner"]
+    assert service["stream"]["video_subscriptions"] == 0 and service["stream"]["video_frames_sent"] == 0, service
+    assert service["openai"]["peers"] == 2, service["openai"]  # one OpenAI session per interview
+    assert runner["stream"]["video_subscriptions"] > 0 and runner["stream"]["video_frames_sent"] > 0, runner  # on
+    transcripts = service["transcripts"]
     assert len(transcripts) == 2
     for doc in transcripts:
         assert {"interviewer", "candidate"} <= {m["role"] for m in doc["messages"]}, doc["messages"]

@@ -248,8 +248,9 @@ class CallRecord:
     messages: list[dict[str, Any]] = field(default_factory=list)  # chat messages (transcript mirror)
 
     agent_frame_times: deque[float] = field(default_factory=lambda: deque(maxlen=6000))  # monotonic, last 2 min
-    # The agent's audio as it arrives: a frame is late if it arrives more than LATE after its slot (its RTP
-    # timestamp, anchored at the earliest arrival seen on the track); missing if its timestamp skipped slots.
+    # The agent's audio packets as they arrive (what an SFU sees; one Opus packet is one 20 ms frame): a frame is late
+    # if it arrives more than LATE after its slot (its RTP timestamp plus the track's typical path delay, the median
+    # over the last 10 s); missing if the timestamps skip slots. See `time_packets`.
     late_frames: int = 0
     missing_frames: int = 0
     worst_lateness: float = 0.0  # seconds, since the last `GET /stats?reset=1`
@@ -701,6 +702,9 @@ class StreamStandIn:
         def on_track(track: MediaStreamTrack) -> None:
             if track.kind == "audio":
                 agent.spawn(self.count_agent_audio(agent.call.record, track))
+                for receiver in pc.getReceivers():
+                    if receiver.track is track:
+                        time_packets(receiver, agent.call.record)
 
         await pc.setRemoteDescription(RTCSessionDescription(sdp=req.sdp, type="offer"))
         await pc.setLocalDescription(await pc.createAnswer())
@@ -708,28 +712,13 @@ class StreamStandIn:
 
     @staticmethod
     async def count_agent_audio(record: CallRecord, track: MediaStreamTrack) -> None:
-        anchor: float | None = None  # the smallest (arrival - RTP time) seen: the path's delay with no queueing
-        last_pts: int | None = None
         try:
             while True:
                 frame = await track.recv()
-                now = time.monotonic()
-                if record.agent_frame_times:
-                    record.largest_gap = max(record.largest_gap, now - record.agent_frame_times[-1])
                 record.agent_frames += 1
-                record.agent_frame_times.append(now)
+                record.agent_frame_times.append(time.monotonic())
                 if int(np.abs(frame.to_ndarray().astype(np.int32)).max(initial=0)) > LOUD:
                     record.agent_loud_frames += 1
-                if frame.pts is None:
-                    continue
-                offset = now - float(frame.pts * frame.time_base)
-                anchor = offset if anchor is None else min(anchor, offset)
-                lateness = offset - anchor
-                record.late_frames += lateness > LATE
-                record.worst_lateness = max(record.worst_lateness, lateness)
-                if last_pts is not None and frame.pts - last_pts > 1.5 * frame.samples:
-                    record.missing_frames += round((frame.pts - last_pts) / frame.samples) - 1
-                last_pts = frame.pts
         except MediaStreamError:
             pass
 
@@ -883,6 +872,34 @@ class CountingTrack(MediaStreamTrack):
     def stop(self) -> None:
         self.inner.stop()
         super().stop()
+
+
+def time_packets(receiver: Any, record: CallRecord, clock: int = RATE, frame: int = FRAME) -> None:
+    """Times the agent's audio packets as they arrive (after SRTP, before the jitter buffer and the decoder)."""
+    handle = receiver._handle_rtp_packet  # aiortc's router calls it for each RTP packet of this receiver
+    offsets: deque[float] = deque(maxlen=500)  # arrival minus RTP time, the last 10 s
+    anchor = 0.0  # their median, recomputed every second: the typical arrival, as a jitter buffer would settle on
+    last: tuple[float, int, int] | None = None  # the latest packet: arrival, RTP timestamp, timestamp unwrapped
+
+    async def timed(packet: Any, arrival_time_ms: int) -> None:
+        nonlocal anchor, last
+        now = time.monotonic()
+        step = None if last is None else (packet.timestamp - last[1]) % (1 << 32)
+        if step is None or 0 < step < 1 << 31:  # not a retransmission (same timestamp) nor a reordered packet
+            if last is not None:
+                record.largest_gap = max(record.largest_gap, now - last[0])
+                record.missing_frames += max(0, round(step / frame) - 1)
+            elapsed = packet.timestamp if last is None else last[2] + step
+            offset = now - elapsed / clock
+            offsets.append(offset)
+            if len(offsets) < 50 or (elapsed // frame) % 50 == 0:
+                anchor = float(np.median(offsets))
+            record.late_frames += offset - anchor > LATE
+            record.worst_lateness = max(record.worst_lateness, offset - anchor)
+            last = (now, packet.timestamp, elapsed)
+        await handle(packet, arrival_time_ms)
+
+    receiver._handle_rtp_packet = timed
 
 
 def pacer(track: MediaStreamTrack) -> PacedTrack:
