@@ -15,7 +15,7 @@ class Settings(BaseSettings, hide_input_in_errors=True):  # no secret in an erro
     api_token: SecretStr = Field(min_length=16)
     gcs_bucket: str | None = None
     transcript_dir: Path = Path("transcripts")
-    max_concurrent_interviews: int = Field(10, gt=0)
+    max_concurrent_interviews: int = Field(2, gt=0)  # what one process keeps up with (BENCHMARKS.md, capacity)
     max_interview_minutes: float = Field(30, gt=0, le=55)  # an OpenAI Realtime session lasts 60 minutes at most
     idle_timeout_seconds: float = Field(60, gt=0)
     redis_url: str | None = None

@@ -76,7 +76,7 @@ def test_a_transcript_offered_twice_is_stored_once_and_never_overwritten(gcs, ma
 
 
 async def test_shutdown_stores_every_live_transcript(make_settings):
-    settings = make_settings()
+    settings = make_settings(max_concurrent_interviews=4)
     async with running(settings) as (client, launcher):
         accepted = [(await client.post("/interviews", json=invite_body(f"down-{n}"))).json() for n in range(4)]
         for n in range(4):
@@ -93,7 +93,7 @@ async def test_sigterm_to_a_real_process_stores_every_transcript_and_logs_no_sec
     port, log = free_port(), tmp_path / "service.log"
     env = os.environ | {"PYTHONPATH": str(ROOT), "API_TOKEN": TOKEN, "STREAM_API_KEY": "k", "STREAM_API_SECRET": "s"}
     env |= {"OPENAI_API_KEY": "sk-secret", "TRANSCRIPT_DIR": str(tmp_path / "t")}
-    env |= {"HOST": "127.0.0.1", "PORT": str(port), "LOG_LEVEL": "debug"}
+    env |= {"HOST": "127.0.0.1", "PORT": str(port), "LOG_LEVEL": "debug", "MAX_CONCURRENT_INTERVIEWS": "3"}
     env.pop("GCS_BUCKET", None)
     with log.open("w") as output:
         process = subprocess.Popen(
