@@ -30,6 +30,7 @@ def create_runner(settings: Settings, make_edge: Factory = None, make_llm: Facto
     def create_agent() -> Agent:
         llm = make_llm() if make_llm else Interviewer(client=client, send_video=False)
         user = User(id="ai-interviewer", name="AI Interviewer")
+        # The interviewer picks whom it hears, also as the Agent's multi-speaker filter (no Silero VAD model needed).
         return Agent(edge=(make_edge or AudioOnlyEdge)(), llm=llm, agent_user=user, multi_speaker_filter=llm)
 
     launcher = AgentLauncher(
