@@ -116,7 +116,7 @@ class FakeEdge(EdgeTransport[FakeCall]):
 
     async def candidate_microphone(self) -> None:
         """A candidate on the call sends audio, silence included, until the agent has heard them (as Stream does)."""
-        while not self.agent.llm.heard.is_set() and not self.connection.left_at:
+        while not (self.agent.llm.heard.is_set() or self.connection.left_at or self.connection.closed):
             self.candidate_speaks(frames=1)
             await asyncio.sleep(0.02)
 
