@@ -8,7 +8,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings
 
 
-class Settings(BaseSettings, hide_input_in_errors=True):  # no secret in an error
+class Settings(BaseSettings, hide_input_in_errors=True, env_ignore_empty=True):  # no secret in an error; empty is unset
     stream_api_key: SecretStr
     stream_api_secret: SecretStr
     openai_api_key: SecretStr
@@ -18,6 +18,7 @@ class Settings(BaseSettings, hide_input_in_errors=True):  # no secret in an erro
     max_concurrent_interviews: int = Field(2, gt=0)  # what one process keeps up with (BENCHMARKS.md, capacity)
     max_interview_minutes: float = Field(30, gt=0, le=55)  # an OpenAI Realtime session lasts 60 minutes at most
     idle_timeout_seconds: float = Field(60, gt=0)
+    drain_timeout_seconds: float = Field(5, ge=0)  # a plain `docker stop` (10 s) still stores every transcript
     redis_url: str | None = None
     host: str = "0.0.0.0"  # noqa: S104 (a container must listen on every interface)
     port: int = Field(8000, ge=1, le=65535)

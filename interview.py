@@ -5,20 +5,19 @@ import contextlib
 import json
 import logging
 import threading
+from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from getstream.video.rtc.pb.stream.video.sfu.models.models_pb2 import TrackType
 from getstream.video.rtc.signaling import WebSocketClient
-from getstream.video.rtc.tracks import TrackSubscriptionConfig
+from getstream.video.rtc.tracks import TrackSubscriptionConfig, TrackType
 from google.api_core.exceptions import PreconditionFailed
 from google.cloud import storage
-from google.cloud.storage.retry import DEFAULT_RETRY
-from pydantic import BaseModel, Field, StringConstraints
-from vision_agents.core import Agent
-from vision_agents.core.agents.conversation import Message
+from openai.types.realtime import RealtimeSessionCreateRequestParam
+from pydantic import BaseModel, Field, StringConstraints, TypeAdapter
+from vision_agents.core import Agent, AgentLauncher, RedisSessionKVStore, SessionRegistry
 from vision_agents.core.edge.events import CallEndedEvent
 from vision_agents.core.utils.audio_filter import AudioFilter
 from vision_agents.plugins import getstream, openai
@@ -26,12 +25,16 @@ from vision_agents.plugins import getstream, openai
 from config import Settings
 
 log = logging.getLogger("interview_agent")
-PROMPT = (Path(__file__).parent / "interviewer_prompt.md").read_text()
+HERE = Path(__file__).parent
+PROMPT = (HERE / "interviewer_prompt.md").read_text()
 # Candidate-supplied text must neither trigger the library's `@file.md` include nor close the data block.
 NEUTRAL = str.maketrans({"@": "\uff20", "<": "\u2039", ">": "\u203a"})
-ROLES = {"assistant": "interviewer", "user": "candidate"}
 CALL_ID, USER_ID = r"^[A-Za-z0-9_-]{1,64}$", r"^[A-Za-z0-9_@.-]{1,128}$"
-UPLOAD_RETRY = DEFAULT_RETRY.with_timeout(20)  # GCS's own retry policy, bounded so that shutdown stays short
+UPLOAD_RETRY = storage.retry.DEFAULT_RETRY.with_timeout(20)  # GCS's own retry policy, bounded: shutdown stays short
+
+
+# The interviewer's OpenAI Realtime session, checked against OpenAI's types at start-up: a bad file stops the service.
+SESSION = TypeAdapter(RealtimeSessionCreateRequestParam).validate_json((HERE / "interviewer_session.json").read_bytes())
 
 
 class Invite(BaseModel, extra="forbid"):
@@ -59,10 +62,8 @@ class AudioOnlyEdge(getstream.Edge):
 
 class Interviewer(openai.Realtime, AudioFilter):
     """One interview's OpenAI Realtime session, and the Agent's multi-speaker filter too: whether alone on the call
-    or not, it hears the Stream user `candidate` alone, and sets `heard` once it has."""
-
-    candidate: str
-    heard: asyncio.Event
+    or not, it hears the Stream user `candidate` alone, and sets `heard` once it has. `lines` is what was said, by
+    OpenAI's item id, in the order it was spoken (OpenAI transcribes the candidate's turn after the reply may begin)."""
 
     async def process_audio(self, pcm: Any, participant: Any) -> None:  # as a filter: None, all it needed is sent
         if participant.user_id == self.candidate:
@@ -76,37 +77,74 @@ class Interviewer(openai.Realtime, AudioFilter):
         """Never: the plugin would renegotiate, a second OpenAI session that carries the candidate's camera."""
 
     async def _handle_openai_event(self, event: dict[str, Any]) -> None:
+        kind, item_id = event["type"], event.get("item_id") or event.get("item", {}).get("id")
+        # A turn's first event fixes its place and `at`; its transcript (final) may come after the next turn's.
+        if kind in ("input_audio_buffer.speech_started", "response.output_item.added") or "transcript" in event:
+            role = "interviewer" if kind.startswith("response.") else "candidate"
+            line = self.lines.setdefault(item_id, {"role": role, "text": "", "at": datetime.now(UTC).isoformat()})
+            line["text"] = event.get("transcript", line["text"])
+        elif kind == "conversation.item.truncated" and item_id in self.lines:  # OpenAI sends no text of what was heard
+            self.lines[item_id] |= {"interrupted": True, "spoken_ms": event["audio_end_ms"]}
         # The plugin logs an error event's message and raises a failed response, text and all, in a task nobody awaits.
-        if event.get("type") != "error" and event.get("response", {}).get("status") != "failed":
+        if kind != "error" and event.get("response", {}).get("status") != "failed":
             return await super()._handle_openai_event(event)
-        log.warning("interview %s: OpenAI sent a failed %s", self.agent.id, event["type"])  # type: ignore[union-attr]
+        log.warning("interview %s: OpenAI sent a failed %s", self.agent.id, kind)  # type: ignore[union-attr]
+        self._emit_agent_speech_ended(interrupted=True)  # the plugin's own bookkeeping, without the text
+        self._emit_error_event(ConnectionError(f"OpenAI sent a failed {kind}"), context=kind)
 
 
-class Interviews:
-    """This process's interviews: each conducted, its transcript a file in TRANSCRIPT_DIR until GCS (if set) has it."""
+class Interviews(AgentLauncher):
+    """This process's interviews, on Vision-Agents' launcher and its limits: each conducted, its transcript a file in
+    TRANSCRIPT_DIR until GCS (if set) has it. On shutdown, live ones go on for up to DRAIN_TIMEOUT_SECONDS."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, create_agent: Callable[[], Agent]) -> None:
+        super().__init__(
+            create_agent,
+            self.conduct,
+            agent_idle_timeout=settings.idle_timeout_seconds,
+            max_concurrent_sessions=settings.max_concurrent_interviews,
+            max_sessions_per_call=1,
+            max_session_duration_seconds=settings.max_interview_minutes * 60,
+            registry=SessionRegistry(RedisSessionKVStore(url=settings.redis_url)) if settings.redis_url else None,
+        )
         self.settings, self.directory = settings, settings.transcript_dir
         self.bucket = storage.Client().bucket(settings.gcs_bucket) if settings.gcs_bucket else None
+        # What an earlier run or a failed upload left on disk goes to GCS, in the background.
+        threading.Thread(target=self.upload, args=[self.directory.rglob("*.json")], daemon=True).start()
+
+    async def stop(self) -> None:
+        """Live interviews go on until they end or DRAIN_TIMEOUT_SECONDS has passed; the launcher then ends the rest."""
+        with contextlib.suppress(ValueError):  # asyncio.wait refuses an empty list: nothing to drain
+            await asyncio.wait([s.task for s in self._sessions.values()], timeout=self.settings.drain_timeout_seconds)
+        await super().stop()
 
     async def conduct(self, agent: Agent, call_type: str, call_id: str) -> None:
         """The invited interview until it ends, whatever ends it; its transcript is kept, always."""
-        invite, started_at, ended, llm = INVITE.get(), datetime.now(UTC), call_ended(agent), agent.llm
-        reason, error = "stopped", None
+        invite, started_at, ended, llm = INVITE.get(), datetime.now(UTC), asyncio.Event(), agent.llm
+        llm.candidate, llm.heard, llm.lines, reason, error = invite.candidate_user_id, asyncio.Event(), {}, None, None
+        # Vision-Agents 0.6.9: Agent's CallEndedEvent handler awaits close(), which cancels that very handler task,
+        # so both wait forever (agents.py on_call_ended); the closure is reachable only through the private map.
+        for handler in list(agent.events._handlers.get(CallEndedEvent.type, {})):
+            if handler.__qualname__.startswith("Agent."):
+                agent.events.unsubscribe(handler)
+
+        @agent.events.subscribe
+        async def on_call_ended(_: CallEndedEvent) -> None:
+            ended.set()
+
         try:
             data = invite.model_dump_json(include={"candidate_name", "job_title", "questions"}).translate(NEUTRAL)
             llm.set_instructions(PROMPT.format(settings=self.settings, data=data))
-            llm.candidate, llm.heard = invite.candidate_user_id, asyncio.Event()
-            call = await agent.create_call(call_type, call_id)
-            async with agent.join(call, participant_wait_timeout=0):
+            async with agent.join(await agent.create_call(call_type, call_id), participant_wait_timeout=0):
                 pc = llm.rtc.pc  # the plugin only logs a lost connection (rtc_manager.py: "Reconnection ... not easy")
                 pc.on("connectionstatechange", lambda: pc.connectionState in ("failed", "closed") and ended.set())
-                # Cancelled by the launcher (idle, time limit, close request, shutdown): `stopped`, last words kept.
-                with contextlib.suppress(asyncio.CancelledError):
-                    await llm.heard.wait()  # a candidate who never joins: the launcher's idle check ends it
+                # Cancelled by the launcher (idle, time limit, close request, shutdown), or no candidate came in time.
+                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                    await asyncio.wait_for(llm.heard.wait(), self.settings.idle_timeout_seconds)
                     await agent.simple_response("Greet the candidate by name and begin the interview.")
                     await ended.wait()
                     reason = "call_ended"
+                reason = reason or ("stopped" if llm.heard.is_set() else "no_show")
                 if pc.connectionState in ("failed", "closed"):
                     raise ConnectionError("the OpenAI connection was lost")
                 await llm.rtc._send_event({"type": "input_audio_buffer.commit"})  # the plugin has no public commit
@@ -114,57 +152,23 @@ class Interviews:
         except Exception as exc:
             reason, error = "error", f"{type(exc).__name__}: {exc}"
             log.error("interview %s on call %s failed: %s", agent.id, call_id, error)
-        finally:
-            ended_at, said = datetime.now(UTC), agent.conversation.messages if agent.conversation else []
-            doc = {"version": 2, "interview_id": agent.id} | invite.model_dump(exclude={"questions"})
-            doc |= {"started_at": iso(started_at), "ended_at": iso(ended_at), "end_reason": reason, "error": error}
-            doc["messages"] = [line(m) for m in said if m.role in ROLES and m.content]
-            path = self.save(f"{call_type}/{call_id}/{agent.id}.json", doc)  # on the loop: nothing can skip it
-            if self.bucket:
-                await asyncio.to_thread(self.upload, path)
+        finally:  # on the loop, written whole then renamed: nothing can skip it, a crash never leaves half of it
+            doc = {"version": 3, "interview_id": agent.id} | invite.model_dump(exclude={"questions"})
+            doc |= {"started_at": started_at.isoformat(), "ended_at": datetime.now(UTC).isoformat()}
+            doc |= {"end_reason": reason, "error": error, "messages": [x for x in llm.lines.values() if x["text"]]}
+            temporary = self.directory / f"{call_type}/{call_id}/{agent.id}.json.tmp"
+            temporary.parent.mkdir(parents=True, exist_ok=True)
+            temporary.write_text(json.dumps(doc, ensure_ascii=False, indent=1))
+            # Then offered to GCS, if there is a bucket; else TRANSCRIPT_DIR is where it stays.
+            await asyncio.to_thread(self.upload, [temporary.replace(temporary.with_suffix(""))])
 
-    def save(self, name: str, doc: dict[str, Any]) -> Path:
-        """Atomically, so that a crash never leaves half a transcript."""
-        temporary = self.directory / f"{name}.tmp"
-        temporary.parent.mkdir(parents=True, exist_ok=True)
-        temporary.write_text(json.dumps(doc, ensure_ascii=False, indent=1))
-        return temporary.replace(self.directory / name)
-
-    def upload_leftovers(self) -> None:
-        """What an earlier run or a failed upload left on disk goes to GCS, at start-up."""
-        for path in sorted(self.directory.rglob("*.json")) if self.bucket else []:
-            self.upload(path)
-
-    def upload(self, path: Path) -> None:
+    def upload(self, paths: Any) -> None:
         """Blocking, with the client's own retries; the local copy goes only once GCS has the transcript."""
-        name = "transcripts/" + path.relative_to(self.directory).as_posix()
-        try:  # never overwrites: a 412 means an earlier or concurrent attempt already stored this very transcript
-            with contextlib.suppress(PreconditionFailed, FileNotFoundError):
-                self.bucket.blob(name).upload_from_filename(path, if_generation_match=0, retry=UPLOAD_RETRY, timeout=10)  # type: ignore[union-attr]
-            path.unlink(missing_ok=True)
-        except Exception as exc:
-            log.error("interview %s: GCS upload failed, its transcript waits on disk: %r", path.stem, exc)
-
-
-def line(m: Message) -> dict[str, Any]:
-    return {"role": ROLES[m.role], "speaker_id": m.user_id, "text": m.content, "at": iso(m.timestamp)}
-
-
-def call_ended(agent: Agent) -> asyncio.Event:
-    """Set when the call ends, in place of the agent's own call-ended handler."""
-    # Vision-Agents 0.6.9: Agent's CallEndedEvent handler awaits close(), which cancels that very handler task,
-    # so both wait forever (agents.py on_call_ended); the closure is reachable only through the private map.
-    for handler in list(agent.events._handlers.get(CallEndedEvent.type, {})):
-        if handler.__qualname__.startswith("Agent."):
-            agent.events.unsubscribe(handler)
-    ended = asyncio.Event()
-
-    async def on_call_ended(_: CallEndedEvent) -> None:
-        ended.set()
-
-    agent.events.subscribe(on_call_ended)
-    return ended
-
-
-def iso(moment: datetime | None) -> str:
-    return (moment or datetime.now()).astimezone(UTC).isoformat()
+        for path in paths if self.bucket else []:
+            blob = self.bucket.blob("transcripts/" + path.relative_to(self.directory).as_posix())  # type: ignore[union-attr]
+            try:  # never overwrites: a 412 means an earlier or concurrent attempt already stored this very transcript
+                with contextlib.suppress(PreconditionFailed, FileNotFoundError):
+                    blob.upload_from_filename(path, if_generation_match=0, retry=UPLOAD_RETRY, timeout=10)
+                path.unlink(missing_ok=True)
+            except Exception as exc:
+                log.error("interview %s: GCS upload failed, its transcript waits on disk: %r", path.stem, exc)

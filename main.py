@@ -1,19 +1,19 @@
 """interview-agent: the HTTP contract the platform's backend codes against, on Vision-Agents' Runner."""
 
+import copy
 import hmac
 import logging
-import threading
 from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from openai import AsyncOpenAI
-from vision_agents.core import Agent, AgentLauncher, RedisSessionKVStore, Runner, ServeOptions, SessionRegistry, User
+from vision_agents.core import Agent, Runner, ServeOptions, User
 from vision_agents.core.agents.exceptions import MaxConcurrentSessionsExceeded, MaxSessionsPerCallExceeded
 
 from config import Settings, load_settings
-from interview import INVITE, AudioOnlyEdge, Interviewer, Interviews, Invite
+from interview import INVITE, SESSION, AudioOnlyEdge, Interviewer, Interviews, Invite
 
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(HTTPBearer(auto_error=False))]
 Factory = Callable[[], Any] | None  # a test's stand-in for the Stream edge or the OpenAI Realtime LLM
@@ -25,23 +25,15 @@ def create_runner(settings: Settings, make_edge: Factory = None, make_llm: Facto
     # One OpenAI client for every interviewer (the plugin never closes the one it would make per agent), bounded:
     # its defaults (600 s, two retries) would hold an unanswered interview for half an hour.
     client = AsyncOpenAI(api_key=settings.openai_api_key.get_secret_value(), timeout=10, max_retries=1)
-    interviews = Interviews(settings)
 
     def create_agent() -> Agent:
-        llm = make_llm() if make_llm else Interviewer(client=client, send_video=False)
+        session = copy.deepcopy(SESSION)  # the plugin writes into the session it is given
+        llm = make_llm() if make_llm else Interviewer(client=client, send_video=False, realtime_session=session)
         user = User(id="ai-interviewer", name="AI Interviewer")
         # The interviewer picks whom it hears, also as the Agent's multi-speaker filter (no Silero VAD model needed).
         return Agent(edge=(make_edge or AudioOnlyEdge)(), llm=llm, agent_user=user, multi_speaker_filter=llm)
 
-    launcher = AgentLauncher(
-        create_agent,
-        interviews.conduct,
-        agent_idle_timeout=settings.idle_timeout_seconds,
-        max_concurrent_sessions=settings.max_concurrent_interviews,
-        max_sessions_per_call=1,
-        max_session_duration_seconds=settings.max_interview_minutes * 60,
-        registry=SessionRegistry(RedisSessionKVStore(url=settings.redis_url)) if settings.redis_url else None,
-    )
+    launcher = Interviews(settings, create_agent)
 
     def authorized(credentials: Credentials) -> None:
         token = settings.api_token.get_secret_value().encode()
@@ -53,7 +45,6 @@ def create_runner(settings: Settings, make_edge: Factory = None, make_llm: Facto
 
     guards = dict.fromkeys(["can_close_session", "can_view_session", "can_view_metrics"], authorized)
     runner = Runner(launcher, ServeOptions(cors_allow_origins=(), can_start_session=by_invite_only, **guards))
-    threading.Thread(target=interviews.upload_leftovers, name="transcript-leftovers", daemon=True).start()
 
     @runner.fast_api.post("/interviews", status_code=202, dependencies=[Depends(authorized)], responses=REFUSED)
     async def invite(body: Invite) -> dict[str, str]:

@@ -189,12 +189,15 @@ async def ship_and_probe(workdir: Path, bucket: str, runs: int) -> list[Row]:
 
     credentials = {"stream_api_key": "k", "stream_api_secret": "s", "openai_api_key": "k", "api_token": TOKEN}
     settings = Settings(**credentials, gcs_bucket=bucket, transcript_dir=workdir / "ship")  # type: ignore[arg-type]
-    interviews = Interviews(settings)
+    interviews = Interviews(settings, create_agent=lambda: None)  # type: ignore[arg-type,return-value]
     reader = storage.Client().bucket(bucket)
 
     async def keep(doc: dict[str, Any]) -> None:
-        name = f"{doc['call_type']}/{doc['call_id']}/{doc['interview_id']}.json"
-        await asyncio.to_thread(interviews.upload, interviews.save(name, doc))
+        """As the interview's `finally` does: written on the loop (then renamed), uploaded from a worker thread."""
+        path = settings.transcript_dir / f"{doc['call_type']}/{doc['call_id']}/{doc['interview_id']}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.with_suffix(".tmp").write_text(json.dumps(doc, ensure_ascii=False, indent=1))
+        await asyncio.to_thread(interviews.upload, [path.with_suffix(".tmp").replace(path)])
 
     rows: list[Row] = []
     for lines, label in ((300, "30-minute interview (300 lines)"), (20, "2-minute interview (20 lines)")):
@@ -227,13 +230,8 @@ async def ship_and_probe(workdir: Path, bucket: str, runs: int) -> list[Row]:
 
 def document(interview_id: str, lines: int) -> dict[str, Any]:
     now = datetime.now(UTC).isoformat()
-    message = {
-        "role": "candidate",
-        "speaker_id": "user-1",
-        "text": "A fairly long answer about distributed systems " * 3,
-        "at": now,
-    }
-    doc = {"version": 2, "interview_id": interview_id, "call_id": f"c-{interview_id}", "call_type": "default"}
+    message = {"role": "candidate", "text": "A fairly long answer about distributed systems " * 3, "at": now}
+    doc = {"version": 3, "interview_id": interview_id, "call_id": f"c-{interview_id}", "call_type": "default"}
     doc |= {"candidate_name": "Ada", "job_title": "Engineer", "started_at": now, "messages": [message] * lines}
     return doc | dict.fromkeys(["ended_at", "end_reason", "error"])
 

@@ -105,6 +105,7 @@ def make_settings(tmp_path: Path) -> Callable[..., Any]:
             "api_token": TOKEN,
             "transcript_dir": tmp_path / "transcripts",
             "gcs_bucket": None,
+            "drain_timeout_seconds": 0,  # shutdown as a test wants it: at once (the drain has a test of its own)
         }
         return Settings(_env_file=None, **(values | overrides))  # type: ignore[call-arg]
 

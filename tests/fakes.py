@@ -7,7 +7,9 @@ Realtime base class's helpers. Each fake registers itself by call id so a test c
 
 import asyncio
 import time
+import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -53,6 +55,7 @@ class CallScript:
 
     fail_join: str | None = None
     candidate_present: bool = True
+    someone_else_present: bool = False  # a recruiter, say: the call is not idle, yet the candidate is not there
 
 
 @dataclass
@@ -108,8 +111,9 @@ class FakeEdge(EdgeTransport[FakeCall]):
             raise ConnectionError(script.fail_join)
         self.call, self.agent = call, agent
         CALLS.edges[call.id] = self
-        if script.candidate_present:
+        if script.candidate_present or script.someone_else_present:
             self.connection.joined.set()
+        if script.candidate_present:
             self.microphone = asyncio.create_task(self.candidate_microphone())
         CALLS.joined.setdefault(call.id, asyncio.Event()).set()
         return self.connection
@@ -163,7 +167,8 @@ class FakeEdge(EdgeTransport[FakeCall]):
 class FakeRealtime(Realtime):
     """OpenAI Realtime's role, in-process, with the service's `Interviewer` interface: it hears the `candidate` alone
     (also as the agent's multi-speaker filter), sets `heard`, has the plugin's `rtc.pc` (connection state) and
-    `rtc._send_event`; records prompts, audio and events sent, emits transcriptions on request."""
+    `rtc._send_event`; records prompts, audio and events sent, emits transcriptions on request, and keeps `lines`, the
+    transcript the service stores, as the Interviewer does (one per OpenAI item, in the order spoken)."""
 
     def __init__(self, fail_connect: str | None = None) -> None:
         super().__init__()
@@ -171,7 +176,7 @@ class FakeRealtime(Realtime):
         self.prompts: list[str] = []
         self.audio_frames = 0
         self.closed = False
-        self.candidate, self.heard = "", asyncio.Event()
+        self.candidate, self.heard, self.lines = "", asyncio.Event(), {}
         self.rtc = FakeRtc()
 
     async def connect(self) -> None:
@@ -207,10 +212,15 @@ class FakeRealtime(Realtime):
         return self._instructions
 
     def say(self, text: str) -> None:
+        self.line("interviewer", text)
         self._emit_agent_speech_transcription(text, mode="final")
 
     def transcribe_candidate(self, text: str) -> None:
+        self.line("candidate", text)
         self._emit_user_speech_transcription(text, mode="final")
+
+    def line(self, role: str, text: str) -> None:
+        self.lines[f"item_{uuid.uuid4().hex[:12]}"] = {"role": role, "text": text, "at": datetime.now(UTC).isoformat()}
 
 
 class FakeRtc:
@@ -219,6 +229,7 @@ class FakeRtc:
     def __init__(self) -> None:
         self.pc = AsyncIOEventEmitter()
         self.pc.connectionState = "connected"  # type: ignore[attr-defined]
+        self._audio_to_openai_track = AudioStreamTrack(sample_rate=48000)  # the plugin's paced track to OpenAI
         self.sent: list[dict[str, Any]] = []
 
     async def _send_event(self, event: dict[str, Any]) -> None:

@@ -1,8 +1,10 @@
 """`uv run main.py` as it is, with Stream's edge and OpenAI Realtime replaced by the fakes: a real service process.
 
-The interviewer greets, then says one scripted line and hears one scripted answer, so the transcript has both.
+The interviewer greets, then says one scripted line and hears one scripted answer, so the transcript has both. A call
+whose id is `ends-in-N` is ended N seconds after the greeting, as if the candidate's side ended it.
 """
 
+import asyncio
 from typing import Any
 
 import main
@@ -23,6 +25,9 @@ class ScriptedRealtime(FakeRealtime):
             self.say(INTERVIEWER_LINE)
             self._current_participant = CANDIDATE  # as the audio frames of the candidate would have set it
             self.transcribe_candidate(CANDIDATE_LINE)
+            edge = self.agent.edge  # type: ignore[union-attr]
+            if edge.call.id.startswith("ends-in-"):
+                asyncio.get_running_loop().call_later(float(edge.call.id.rsplit("-", 1)[1]), edge.end_call)
 
 
 if __name__ == "__main__":

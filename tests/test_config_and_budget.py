@@ -2,6 +2,7 @@
 
 import ast
 import io
+import json
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, TOKEN
 
 PRODUCT = sorted(p for p in ROOT.glob("*.py"))
 # The service's budget, as ../shared/tools/loc.py measures it: main.py < 100, config.py < 50, all < 200.
@@ -100,3 +101,37 @@ def test_the_shared_line_counter_agrees():
         pytest.skip("../shared/tools/loc.py is not beside this checkout")
     result = subprocess.run([sys.executable, str(counter), str(ROOT)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+def test_a_copied_env_example_with_nothing_filled_in_names_every_required_setting(tmp_path):
+    """A newcomer's first mistake: `cp .env.example .env`, nothing filled in (or only API_TOKEN)."""
+    example = (ROOT / ".env.example").read_text()
+    (tmp_path / ".env").write_text(example)
+    result = run_config({}, tmp_path)
+    named = {line for line in result.stderr.splitlines() if line and not line.startswith((" ", "Traceback"))}
+    assert result.returncode != 0 and "4 validation errors for Settings" in result.stderr, result.stderr
+    assert {"stream_api_key", "stream_api_secret", "openai_api_key", "api_token"} <= named, result.stderr
+    # The settings' own error, not a library failing later (OpenAI's "Missing credentials", getstream's "api_key").
+    assert "ValidationError: 4 validation errors for Settings" in result.stderr, result.stderr
+
+    (tmp_path / ".env").write_text(example.replace("API_TOKEN=", f"API_TOKEN={TOKEN}", 1))
+    result = run_config({}, tmp_path)
+    assert result.returncode != 0 and "3 validation errors for Settings" in result.stderr, result.stderr
+    assert "Missing credentials" not in result.stderr and "api_key is required" not in result.stderr
+
+
+def test_a_bad_interviewer_session_file_stops_the_service_before_it_serves(tmp_path):
+    """`interviewer_session.json` is checked against OpenAI's types at start-up: the error names the file and field."""
+    for name in ("main.py", "config.py", "interview.py", "interviewer_prompt.md"):
+        (tmp_path / name).write_bytes((ROOT / name).read_bytes())
+    session = json.loads((ROOT / "interviewer_session.json").read_text())
+    session["audio"]["input"]["turn_detection"]["eagerness"] = "sleepy"
+    (tmp_path / "interviewer_session.json").write_text(json.dumps(session))
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "API_TOKEN": TOKEN, "STREAM_API_KEY": "k"}
+    env |= {"STREAM_API_SECRET": "s", "OPENAI_API_KEY": "sk-x", "PORT": "9", "HOST": "127.0.0.1"}
+    result = subprocess.run(
+        [sys.executable, "main.py"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode != 0 and "interviewer_session.json" in result.stderr, result.stderr
+    assert "turn_detection.SemanticVad.eagerness" in result.stderr and "'low', 'medium', 'high'" in result.stderr
+    assert "Uvicorn running" not in result.stderr and "Started server" not in result.stderr
