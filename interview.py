@@ -138,6 +138,9 @@ class Interviews(AgentLauncher):
             async with agent.join(await agent.create_call(call_type, call_id), participant_wait_timeout=0):
                 pc = llm.rtc.pc  # the plugin only logs a lost connection (rtc_manager.py: "Reconnection ... not easy")
                 pc.on("connectionstatechange", lambda: pc.connectionState in ("failed", "closed") and ended.set())
+                # getstream's paced tracks hold 30 s (to OpenAI) and 300 s (to Stream): a loop stall would add for good.
+                for track in (agent._audio_track, llm.rtc._audio_to_openai_track):  # so hold 40 ms, as a real-time call
+                    track._max_samples = track.sample_rate // 25
                 # Cancelled by the launcher (idle, time limit, close request, shutdown), or no candidate came in time.
                 with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                     await asyncio.wait_for(llm.heard.wait(), self.settings.idle_timeout_seconds)
