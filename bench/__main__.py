@@ -303,12 +303,22 @@ def main() -> None:
         help="only the capacity rig: live interviews, Stream and OpenAI stand-ins in processes of their own",
     )
     parser.add_argument("--output", type=Path, help="also write the table and the machine to this markdown file")
+    parser.add_argument("--levels", help="with --capacity: the levels to climb, e.g. 1,2,4,5")
+    parser.add_argument("--kinds", default="service,runner", help="with --capacity: service, runner or both")
+    parser.add_argument("--product", type=Path, help="with --capacity: serve this checkout's main/config/interview")
+    parser.add_argument("--no-camera-cost", action="store_true", help="with --capacity: skip the camera-off runs")
+    parser.add_argument("--measured", type=int, help="with --capacity: seconds measured at each level (75)")
+    parser.add_argument("--warm-up", type=int, help="with --capacity: seconds of warm-up at each level (15)")
     args = parser.parse_args()
     started = time.perf_counter()
     if args.capacity:
         from bench import capacity
 
-        rows, measured = capacity.run(args.quick)
+        levels = tuple(int(level) for level in args.levels.split(",")) if args.levels else None
+        kinds = tuple(args.kinds.split(","))
+        camera_cost = False if args.no_camera_cost else None
+        capacity.MEASURED, capacity.WARM_UP = args.measured or capacity.MEASURED, args.warm_up or capacity.WARM_UP
+        rows, measured = capacity.run(args.quick, levels, kinds, args.product, camera_cost)
         print(json.dumps(measured), file=sys.stderr)
     else:
         with tempfile.TemporaryDirectory() as directory:
@@ -316,7 +326,7 @@ def main() -> None:
             rows = bench_invites(workdir, args.quick) + bench_startup(workdir, args.quick)
             rows += bench_memory(workdir, args.quick) + bench_shipping(workdir, args.quick) + bench_install(args.quick)
     machine = f"{platform.platform()}, Python {platform.python_version()}, {os.cpu_count()} cores"
-    command = "uv run python -m bench" + (" --capacity" if args.capacity else "") + (" --quick" if args.quick else "")
+    command = "uv run python -m bench " + " ".join(sys.argv[1:])
     header = (
         f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {machine}; `{command}`, {time.perf_counter() - started:.0f} s."
     )

@@ -1,8 +1,9 @@
-"""`python -m bench.openai_server PORT`: OpenAI Realtime's side for the capacity rig, in a process of its own.
+"""`python -m bench.openai_server PORT [--markers]`: OpenAI Realtime's side for the capacity rig, a process of its own.
 
 The one OpenAI stand-in (`tests.standins.openai_realtime.RealtimeStandIn`) with the bench's script: each
 interviewer that connects (the real `openai.Realtime` plugin over WebRTC) gets a voice that speaks 2 s in every 4
-and, every 4 s, the transcription events of both speakers. `GET /stats` says what arrived from the interviewers.
+and, every 4 s, the transcription events of both speakers. `GET /stats` says what arrived from the interviewers;
+with `--markers`, the latency markers both ways too (bench/marker.py).
 """
 
 import asyncio
@@ -13,4 +14,4 @@ from tests.standins.openai_realtime import serve
 CHATTER_SECONDS = 4.0
 
 if __name__ == "__main__":
-    asyncio.run(serve(int(sys.argv[1]), chatter=CHATTER_SECONDS))
+    asyncio.run(serve(int(sys.argv[1]), chatter=CHATTER_SECONDS, markers="--markers" in sys.argv))

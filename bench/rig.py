@@ -56,17 +56,36 @@ def die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
 
 
+def cores() -> tuple[set[int] | None, set[int] | None]:
+    """(the server's core, every other process's cores) where this process may use more than one core, else None:
+    the server measured alone on its core, the stand-ins and the rig on the others."""
+    available = sorted(os.sched_getaffinity(0))
+    return ({available[0]}, set(available[1:])) if len(available) > 1 else (None, None)
+
+
+def cpu_seconds(pid: int) -> float:
+    """A process's user + system CPU time so far, every thread of it (/proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Server:
     """One `python -m bench.serve KIND PORT` process."""
 
-    def __init__(self, kind: str, workdir: Path, **env: str) -> None:
+    def __init__(self, kind: str, workdir: Path, core: set[int] | None = None, **env: str) -> None:
         self.kind, self.port = kind, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [sys.executable, "-m", "bench.serve", kind, str(self.port)]
         self.started = time.perf_counter()
         log = (workdir / f"{kind}-{self.port}.log").open("w")
+
+        def before_exec() -> None:
+            die_with_parent()
+            if core:  # on a core of its own, away from the stand-ins and the rig
+                os.sched_setaffinity(0, core)
+
         self.process = subprocess.Popen(
-            command, cwd=workdir, env=environment(workdir, **env), stdout=log, stderr=log, preexec_fn=die_with_parent
+            command, cwd=workdir, env=environment(workdir, **env), stdout=log, stderr=log, preexec_fn=before_exec
         )
 
     def wait_ready(self, timeout: float = 120) -> float:
@@ -92,8 +111,7 @@ class Server:
         return int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1]) / 1024
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.process.pid)
 
 
 def percentile(values: list[float], share: float) -> float:

@@ -8,11 +8,17 @@ python -m bench.serve capacity-runner PORT  the Runner with plain getstream.Edge
 
 With STREAM_STANDIN_URL set, every getstream.Edge the process builds talks to the Stream stand-in there
 (`python -m tests.standins.stream`, a process of its own); OPENAI_BASE_URL points openai.Realtime at the OpenAI one.
-The capacity servers also answer `GET /bench/stats` (the event loop's lag since the last call); the audio they send
-is timed where it arrives, at the Stream stand-in.
+The capacity servers also answer `GET /bench/stats` (the event loop's lag and the garbage collector's pauses since the
+last call) and `POST /bench/gc-freeze` (`gc.collect()` then `gc.freeze()`: what is alive after the warm-up is never
+scanned again); the audio they send is timed where it arrives, at the stand-ins.
+
+Levers for the bench's A/B, none of them in the product: BENCH_LOOP=uvloop runs the server on uvloop (if installed;
+the default is asyncio's loop), BENCH_GC_THRESHOLD=A,B,C sets `gc.set_threshold(A, B, C)` at start. The product
+served is whatever `main`, `config` and `interview` are first on PYTHONPATH (the rig puts another commit's first).
 """
 
 import asyncio
+import gc
 import os
 import statistics
 import sys
@@ -33,6 +39,16 @@ from tests.standins.network import loopback_only
 from tests.standins.stream import point_getstream_at
 
 LAGS: list[float] = []  # how late each 10 ms probe woke up, in seconds
+GC_PAUSES: list[tuple[int, float]] = []  # (generation, seconds) of each collection
+_gc_started = 0.0
+
+
+def time_gc(phase: str, info: dict[str, Any]) -> None:
+    global _gc_started
+    if phase == "start":
+        _gc_started = time.perf_counter()
+    else:
+        GC_PAUSES.append((info["generation"], time.perf_counter() - _gc_started))
 
 
 def runner_app(make_edge: Callable[[], Any] = getstream.Edge) -> Any:
@@ -70,7 +86,23 @@ def with_stats(app: Any) -> Any:
         lags = sorted(LAGS) or [0.0]
         LAGS.clear()
         p99 = lags[min(len(lags) - 1, round(0.99 * (len(lags) - 1)))]
-        return {"lag_p50_ms": statistics.median(lags) * 1000, "lag_p99_ms": p99 * 1000, "lag_max_ms": lags[-1] * 1000}
+        pauses = list(GC_PAUSES)
+        GC_PAUSES.clear()
+        figures = {
+            "lag_p50_ms": statistics.median(lags) * 1000,
+            "lag_p99_ms": p99 * 1000,
+            "lag_max_ms": lags[-1] * 1000,
+        }
+        figures |= {f"gc{n}_collections": sum(g == n for g, _ in pauses) for n in range(3)}
+        figures |= {"gc_total_ms": sum(p for _, p in pauses) * 1000}
+        figures |= {"gc_max_ms": max((p for _, p in pauses), default=0) * 1000, "gc_threshold": gc.get_threshold()}
+        return figures | {"loop": type(asyncio.get_running_loop()).__module__, "gc_frozen": gc.get_freeze_count()}
+
+    @app.post("/bench/gc-freeze")
+    async def gc_freeze() -> dict[str, Any]:
+        gc.collect()
+        gc.freeze()
+        return {"frozen": gc.get_freeze_count()}
 
     return app
 
@@ -84,6 +116,9 @@ async def serve(app: Any, port: int) -> None:
 if __name__ == "__main__":
     loopback_only()  # every packet of the bench on 127.0.0.1 (ORT_DISABLE_TELEMETRY comes in the environment)
     kind, port = sys.argv[1], int(sys.argv[2])
+    gc.callbacks.append(time_gc)
+    if os.environ.get("BENCH_GC_THRESHOLD"):
+        gc.set_threshold(*(int(n) for n in os.environ["BENCH_GC_THRESHOLD"].split(",")))
     if os.environ.get("STREAM_STANDIN_URL"):
         point_getstream_at(os.environ["STREAM_STANDIN_URL"])
     if kind == "service":
@@ -97,4 +132,10 @@ if __name__ == "__main__":
         app = with_stats(create_runner(load_settings()).fast_api)
     else:
         app = with_stats(runner_app())
-    asyncio.run(serve(app, port))
+    loop_factory = None
+    if os.environ.get("BENCH_LOOP") == "uvloop":
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(serve(app, port))

@@ -25,7 +25,8 @@ def test_bench_quick_runs_end_to_end():
 
 
 def test_capacity_quick_has_audio_both_ways_no_camera_for_the_service_and_both_speakers_in_the_transcripts():
-    """Both legs on the wire (the Stream and OpenAI stand-ins in processes of their own), 2 interviews, camera on."""
+    """Both legs on the wire (the Stream and OpenAI stand-ins in processes of their own), 2 interviews, camera on;
+    the conversation's latency measured each way (markers between the stand-ins), with generous bounds only."""
     result = subprocess.run(
         [sys.executable, "-m", "bench", "--capacity", "--quick"], cwd=ROOT, capture_output=True, text=True, timeout=180
     )
@@ -37,6 +38,10 @@ def test_capacity_quick_has_audio_both_ways_no_camera_for_the_service_and_both_s
         assert openai["voiced_frames_in"] > 0, (kind, openai)  # the candidate's speech reached OpenAI, through WebRTC
         assert level["loud_frames"] > 0 and stream["loud_frames"] > 0, (kind, level)  # the interviewer's voice, Stream
         assert {"ai-interviewer", "candidate-7"} <= set(stream["speakers"]), (kind, stream)  # the chat's transcript
+        for way in ("to_openai", "to_candidate"):  # a marker from each stand-in found at the other, in under 2 s
+            latency = level["latency"][way]
+            assert latency["found"] > 0 and 0 < latency["p50_ms"] <= latency["p99_ms"] < 2000, (kind, way, latency)
+        assert set(level["cpus"]) == {"server", "stream", "openai", "rig"}, level["cpus"]  # every process's CPU
     service, runner = measured["service"], measured["runner"]
     assert service["stream"]["video_subscriptions"] == 0 and service["stream"]["video_frames_sent"] == 0, service
     assert service["openai"]["peers"] == 2, service["openai"]  # one OpenAI session per interview

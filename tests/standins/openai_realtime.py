@@ -16,17 +16,30 @@ closes the WebRTC connection mid-interview), `fail_response(text)` (a failed `re
 transcript), `error_event(code, message)` (an `error` server event). A transcription after the Stream call ended is
 just `candidate_said(text)` called then.
 
-`python -m tests.standins.openai_realtime PORT [CHATTER_SECONDS]` runs it as a process of its own, with `GET /stats`.
+OpenAI's GA event sequence, opt-in, with item ids and `previous_item_id` (../shared/notes/openai-realtime-order.md),
+each event checked against its own `openai.types.realtime` model with no key the model does not name:
+`candidate_turn(text)` (speech started, stopped, committed, the user item added: its text comes later, from
+`transcription(item_id)`), `reply(text, transcribe=..., at=...)` (one response; the candidate's transcription lands
+after its deltas, its transcript's `done` or `response.done`), `barge_in(text, said)` (a response the candidate
+interrupts: cleared, truncated, cancelled). With `echo_items`, the client's `conversation.item.create` is answered with
+`conversation.item.added` and `done`, as OpenAI does. `sent_at` and `began` say when each event was sent, and the
+first event naming each item (UTC), for every event sent.
+
+`python -m tests.standins.openai_realtime PORT [CHATTER_SECONDS] [--markers]` runs it as a process of its own, with
+`GET /stats`. With `markers=True` the voice carries a latency marker once a second and the agent's audio is searched
+for the Stream stand-in's (bench/marker.py): `GET /stats` says, per call, when each arrived.
 """
 
 import asyncio
 import fractions
+import itertools
 import json
 import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, NamedTuple, get_args
 
 import av
 import numpy as np
@@ -34,13 +47,19 @@ from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 
+from bench.marker import MarkerDetector, MarkerSource, hook_receiver
+from bench.marker import figures as marker_figures
 from bench.speech import FRAME, RATE, speech_frame
 from tests.standins.network import free_port, loopback_only
 
 SERVER_EVENTS: TypeAdapter[Any] = TypeAdapter(RealtimeServerEvent)
 CLIENT_EVENTS: TypeAdapter[Any] = TypeAdapter(RealtimeClientEvent)
+# Each server event's own model, by its `type` (the union's discriminator is the SDK's, not pydantic's).
+SERVER_EVENT_MODELS: dict[str, type[BaseModel]] = {
+    get_args(model.model_fields["type"].annotation)[0]: model for model in get_args(get_args(RealtimeServerEvent)[0])
+}
 VOICED = 100  # peak (of 32767) above which a frame from the agent counts as voiced
 SPEAKS_FOR = 2.0  # seconds of speech after each `response.create`
 
@@ -51,6 +70,27 @@ def event_id() -> str:
 
 def short_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+def no_unknown_keys(value: Any, where: str) -> None:
+    """Every key of a validated event is one its model names: the SDK's models allow extra keys, so a misspelt or
+    invented field would pass validation."""
+    if isinstance(value, BaseModel):
+        assert not value.model_extra, f"{where}: {sorted(value.model_extra)} are not in {type(value).__name__}"
+        for name in type(value).model_fields:
+            no_unknown_keys(getattr(value, name), f"{where}.{name}")
+    elif isinstance(value, list):
+        for index, each in enumerate(value):
+            no_unknown_keys(each, f"{where}[{index}]")
+
+
+def pieces(text: str, count: int = 4) -> list[str]:
+    """`text` in `count` transcript deltas (fewer if it has fewer words), which add up to it."""
+    words = text.split(" ")
+    count = min(count, len(words))
+    bounds = [round(index * len(words) / count) for index in range(count + 1)]
+    chunks = [" ".join(words[start:end]) for start, end in itertools.pairwise(bounds)]
+    return [chunk + " " for chunk in chunks[:-1]] + chunks[-1:]
 
 
 def sends_video(sdp: str) -> bool:
@@ -65,9 +105,10 @@ class Voice(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, period: float | None = None) -> None:
+    def __init__(self, period: float | None = None, marker: MarkerSource | None = None) -> None:
         super().__init__()
         self.period = period
+        self.marker = marker  # opt-in: a latency marker once a second
         self.speaking_until = 0.0  # time.monotonic()
         self.start: float | None = None
         self.pts = 0
@@ -86,6 +127,8 @@ class Voice(MediaStreamTrack):
         else:
             speaking = time.monotonic() < self.speaking_until
         samples = speech_frame(self.pts // FRAME) if speaking else np.zeros(FRAME, dtype=np.int16)
+        if self.marker:
+            samples = self.marker.stamp(samples, time.time())
         frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate, frame.pts, frame.time_base = RATE, self.pts, fractions.Fraction(1, RATE)
         return frame
@@ -101,14 +144,39 @@ class Call:
     offer: str
     channel: Any = None
     events: list[dict[str, Any]] = field(default_factory=list)
+    # The GA sequence's conversation as OpenAI keeps it: item ids in order, and what each candidate turn said.
+    items: list[str] = field(default_factory=list)
+    said: dict[str, str] = field(default_factory=dict)
+    began: float = field(default_factory=time.monotonic)  # `audio_start_ms` and `audio_end_ms` count from it
+    created: float = field(default_factory=time.time)
+    detector: MarkerDetector | None = None  # with markers: in the agent's audio
 
     def event_types(self) -> list[str]:
         return [event["type"] for event in self.events]
 
+    def audio_ms(self) -> int:
+        """Milliseconds of the session's audio so far, as OpenAI counts them in `input_audio_buffer` events."""
+        return round((time.monotonic() - self.began) * 1000)
+
+    def add_item(self, item_id: str) -> str | None:
+        """Appends an item to the conversation; returns its `previous_item_id`."""
+        previous = self.items[-1] if self.items else None
+        self.items.append(item_id)
+        return previous
+
+
+class BargeIn(NamedTuple):
+    """What `barge_in` did: the interrupted assistant item, the candidate's new item, what was played of the first."""
+
+    interviewer: str
+    candidate: str
+    spoken_ms: int
+
 
 class RealtimeStandIn:
-    def __init__(self, port: int | None = None, chatter: float | None = None) -> None:
+    def __init__(self, port: int | None = None, chatter: float | None = None, markers: bool = False) -> None:
         self.port = port or free_port()
+        self.markers = markers  # latency markers in the voice, searched for in the agent's audio
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.chatter = chatter  # seconds: speak half of each period, one line from each speaker every period
         self.refuse_with: int | None = None  # 401 or 500: how the next calls are answered
@@ -126,6 +194,9 @@ class RealtimeStandIn:
         self.closed = asyncio.Event()  # a peer connection closed or failed
         self.stopping = asyncio.Event()
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.echo_items = False  # opt-in: answer the client's `conversation.item.create` as OpenAI does
+        self.sent_at: dict[tuple[str, str | None], datetime] = {}  # (type, item or response id): first sent, UTC
+        self.began: dict[str, datetime] = {}  # item id: when the first event naming it was sent, UTC
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -173,7 +244,7 @@ class RealtimeStandIn:
 
         peer = RTCPeerConnection()
         self.peers.append(peer)
-        call = Call(peer, Voice(period=self.chatter), session, offer)
+        call = Call(peer, Voice(period=self.chatter, marker=MarkerSource() if self.markers else None), session, offer)
         self.calls.append(call)
         peer.addTrack(call.voice)
 
@@ -189,7 +260,12 @@ class RealtimeStandIn:
 
         @peer.on("track")
         def on_track(track: MediaStreamTrack) -> None:
-            self.background(self.count_frames(track))
+            if self.markers:
+                call.detector = MarkerDetector()
+                for receiver in peer.getReceivers():
+                    if receiver.track is track:
+                        hook_receiver(receiver, call.detector, time.time)
+            self.background(self.count_frames(track, call.detector))
 
         @peer.on("connectionstatechange")
         async def on_state() -> None:
@@ -210,11 +286,15 @@ class RealtimeStandIn:
         call.events.append(event)
         if event["type"] == "response.create":
             call.voice.speak()
+        if self.echo_items and event["type"] == "conversation.item.create":
+            self.echo_item(call, event)
 
-    async def count_frames(self, track: MediaStreamTrack) -> None:
+    async def count_frames(self, track: MediaStreamTrack, detector: MarkerDetector | None = None) -> None:
         try:
             while True:
                 frame = await track.recv()
+                if detector:
+                    detector.feed(frame, time.time())
                 self.audio_frames += 1
                 if int(np.abs(frame.to_ndarray().astype(np.int32)).max(initial=0)) > VOICED:
                     self.voiced_frames_in += 1
@@ -228,7 +308,16 @@ class RealtimeStandIn:
 
     def send(self, event: dict[str, Any], channel: Any = None) -> None:
         SERVER_EVENTS.validate_python(event)
+        self.record(event)
         (channel or self.channel).send(json.dumps(event))
+
+    def record(self, event: dict[str, Any]) -> None:
+        """When an event is sent: by its type and the item (else the response) it names, and each item's first."""
+        now, item = datetime.now(UTC), event.get("item_id") or (event.get("item") or {}).get("id")
+        named = item or event.get("response_id") or (event.get("response") or {}).get("id")
+        self.sent_at.setdefault((event["type"], named), now)
+        if item:
+            self.began.setdefault(item, now)
 
     def event_types(self) -> list[str]:
         return [event["type"] for event in self.client_events]
@@ -241,6 +330,11 @@ class RealtimeStandIn:
     async def stats(self, _: web.Request) -> web.Response:
         figures = {"peers": len(self.calls), "connected": len(self.peers), "frames_in": self.audio_frames}
         figures |= {"voiced_frames_in": self.voiced_frames_in, "lines_sent": self.lines_sent}
+        if self.markers:
+            calls = [
+                {"created": call.created} | marker_figures(call.detector, call.voice.marker) for call in self.calls
+            ]
+            figures["calls"] = calls
         return web.json_response(figures)
 
     # The script: what OpenAI says during an interview (to the latest call unless told which channel).
@@ -273,6 +367,163 @@ class RealtimeStandIn:
             self.candidate_said(said, call.channel)
             self.lines_sent += 2
 
+    # OpenAI's GA event sequence (opt-in), to the latest call unless told which channel: item ids, `previous_item_id`,
+    # and the candidate's text arriving apart from their turn (../shared/notes/openai-realtime-order.md).
+    def conversation(self, channel: Any = None) -> Call:
+        """The call whose data channel is `channel` (by default the latest call's)."""
+        channel = channel or self.channel
+        return next(call for call in self.calls if call.channel is channel)
+
+    def emit(self, call: Call, kind: str, **fields: Any) -> None:
+        """One server event to that call, checked against its own model, every key of it one the model names."""
+        event = {"type": kind, "event_id": event_id(), **fields}
+        no_unknown_keys(SERVER_EVENT_MODELS[kind].model_validate(event), kind)
+        self.send(event, call.channel)
+
+    def echo_item(self, call: Call, created: dict[str, Any]) -> None:
+        """OpenAI's answer to the client's `conversation.item.create`: the item, added and done."""
+        item = created["item"] | {"object": "realtime.item", "status": "completed"}
+        item["id"] = item.get("id") or short_id("item")
+        previous = call.add_item(item["id"])
+        for kind in ("conversation.item.added", "conversation.item.done"):
+            self.emit(call, kind, item=item, previous_item_id=previous)
+
+    async def candidate_turn(self, text: str, speak_for: float = 0.6, channel: Any = None) -> str:
+        """The candidate speaks for `speak_for` s, as server VAD reports it: `speech_started` (a new user item),
+        `speech_stopped`, `committed`, the user item added and done with no transcript yet. The text is not sent:
+        `transcription(item_id)` sends it (`text`), whenever the test wants. Returns the user item's id."""
+        call, item_id = self.conversation(channel), short_id("item")
+        call.said[item_id] = text
+        self.emit(call, "input_audio_buffer.speech_started", item_id=item_id, audio_start_ms=call.audio_ms())
+        await asyncio.sleep(speak_for)
+        self.commit_turn(call, item_id)
+        return item_id
+
+    def commit_turn(self, call: Call, item_id: str) -> None:
+        """The end of a candidate turn: `speech_stopped`, `committed`, the user item added and done."""
+        self.emit(call, "input_audio_buffer.speech_stopped", item_id=item_id, audio_end_ms=call.audio_ms())
+        previous = call.add_item(item_id)
+        self.emit(call, "input_audio_buffer.committed", item_id=item_id, previous_item_id=previous)
+        item = {"id": item_id, "type": "message", "role": "user", "object": "realtime.item", "status": "completed"}
+        item["content"] = [{"type": "input_audio", "transcript": None}]
+        for kind in ("conversation.item.added", "conversation.item.done"):
+            self.emit(call, kind, item=item, previous_item_id=previous)
+
+    def transcription(self, item_id: str, text: str | None = None, delta: bool = True, channel: Any = None) -> None:
+        """OpenAI's transcription of a candidate turn (one `delta`, then `completed`): `text`, by default what
+        `candidate_turn` or `barge_in` was told the turn said."""
+        call = self.conversation(channel)
+        text = call.said.get(item_id, "") if text is None else text
+        ids = {"item_id": item_id, "content_index": 0}
+        if delta and text:
+            self.emit(call, "conversation.item.input_audio_transcription.delta", **ids, delta=text)
+        usage = {"type": "duration", "seconds": 1.5}
+        self.emit(call, "conversation.item.input_audio_transcription.completed", **ids, transcript=text, usage=usage)
+
+    async def reply(
+        self,
+        text: str,
+        transcribe: str | tuple[str, str] | None = None,
+        at: str = "deltas",
+        gap: float = 0.15,
+        channel: Any = None,
+    ) -> str:
+        """One interviewer response as OpenAI sends it: created, the assistant item added (after the conversation's
+        last item), the voice playing, transcript deltas `gap` s apart, the transcript `done`, the item and the
+        response done (completed), the voice stopped. `transcribe`, a candidate item (or `(item, text)`), has its
+        transcription sent after the deltas (`at="deltas"`), the transcript's `done` (`"done"`) or `response.done`
+        (`"response_done"`). Returns the assistant item's id."""
+        assert at in ("deltas", "done", "response_done"), at
+        call = self.conversation(channel)
+        response_id, item_id, previous, _ = await self.start_response(call, text, gap)
+        if at == "deltas":
+            self.transcribe(call, transcribe)
+        ids = {"response_id": response_id, "item_id": item_id, "output_index": 0, "content_index": 0}
+        self.emit(call, "response.output_audio_transcript.done", **ids, transcript=text)
+        if at == "done":
+            self.transcribe(call, transcribe)
+        self.finish_response(call, response_id, item_id, previous, text, "completed")
+        if at == "response_done":
+            self.transcribe(call, transcribe)
+        self.emit(call, "output_audio_buffer.stopped", response_id=response_id)
+        call.voice.speaking_until = 0.0
+        return item_id
+
+    async def barge_in(
+        self,
+        text: str,
+        said: str,
+        gap: float = 0.15,
+        speak_for: float = 0.6,
+        spoken_ms: int | None = None,
+        channel: Any = None,
+    ) -> BargeIn:
+        """An interviewer response the candidate interrupts: created, item added, the voice playing, deltas and the
+        transcript `done` (the whole generated `text`); then, `gap` s later, the candidate's `speech_started` (a new
+        user item, which said `said`), `output_audio_buffer.cleared`, `conversation.item.truncated` (the assistant
+        item, `audio_end_ms`: `spoken_ms`, by default the ms played since the voice started), the item done and
+        `response.done` cancelled; the candidate speaks `speak_for` s, and their turn is committed. Their
+        transcription is left to the test (`transcription(candidate)`), as late as it likes."""
+        call = self.conversation(channel)
+        response_id, item_id, previous, playing = await self.start_response(call, text, gap)
+        ids = {"response_id": response_id, "item_id": item_id, "output_index": 0, "content_index": 0}
+        self.emit(call, "response.output_audio_transcript.done", **ids, transcript=text)
+        await asyncio.sleep(gap)
+        candidate = short_id("item")
+        call.said[candidate] = said
+        self.emit(call, "input_audio_buffer.speech_started", item_id=candidate, audio_start_ms=call.audio_ms())
+        self.emit(call, "output_audio_buffer.cleared", response_id=response_id)
+        call.voice.speaking_until = 0.0
+        played = round((time.monotonic() - playing) * 1000) if spoken_ms is None else spoken_ms
+        self.emit(call, "conversation.item.truncated", item_id=item_id, content_index=0, audio_end_ms=played)
+        self.finish_response(call, response_id, item_id, previous, text, "cancelled")
+        await asyncio.sleep(speak_for)
+        self.commit_turn(call, candidate)
+        return BargeIn(item_id, candidate, played)
+
+    async def start_response(self, call: Call, text: str, gap: float) -> tuple[str, str, str | None, float]:
+        """A response up to its transcript's deltas: (response id, item id, previous item id, when the voice began)."""
+        response_id, item_id = short_id("resp"), short_id("item")
+        response = {"id": response_id, "object": "realtime.response", "status": "in_progress", "output": []}
+        self.emit(call, "response.created", response=response)
+        item = {"id": item_id, "type": "message", "role": "assistant", "object": "realtime.item"}
+        item |= {"status": "in_progress", "content": []}
+        previous = call.add_item(item_id)
+        self.emit(call, "conversation.item.added", item=item, previous_item_id=previous)
+        self.emit(call, "response.output_item.added", response_id=response_id, output_index=0, item=item)
+        ids = {"response_id": response_id, "item_id": item_id, "output_index": 0, "content_index": 0}
+        self.emit(call, "response.content_part.added", **ids, part={"type": "audio", "transcript": ""})
+        self.emit(call, "output_audio_buffer.started", response_id=response_id)
+        playing = time.monotonic()
+        call.voice.speak(3600)  # until stopped or cleared
+        for delta in pieces(text):
+            await asyncio.sleep(gap)
+            self.emit(call, "response.output_audio_transcript.delta", **ids, delta=delta)
+        return response_id, item_id, previous, playing
+
+    def finish_response(
+        self, call: Call, response_id: str, item_id: str, previous: str | None, text: str, status: str
+    ) -> None:
+        """The content part, the output item, the conversation item and the response done: `completed`, or
+        `cancelled` by the candidate's turn (the item `incomplete`, its transcript the whole generated text)."""
+        ids = {"response_id": response_id, "item_id": item_id, "output_index": 0, "content_index": 0}
+        self.emit(call, "response.content_part.done", **ids, part={"type": "audio", "transcript": text})
+        item = {"id": item_id, "type": "message", "role": "assistant", "object": "realtime.item"}
+        item |= {"status": "completed" if status == "completed" else "incomplete"}
+        item["content"] = [{"type": "output_audio", "transcript": text}]
+        self.emit(call, "response.output_item.done", response_id=response_id, output_index=0, item=item)
+        self.emit(call, "conversation.item.done", item=item, previous_item_id=previous)
+        response = {"id": response_id, "object": "realtime.response", "status": status, "output": [item]}
+        if status == "cancelled":
+            response["status_details"] = {"type": "cancelled", "reason": "turn_detected"}
+        self.emit(call, "response.done", response=response)
+
+    def transcribe(self, call: Call, turn: str | tuple[str, str] | None) -> None:
+        if isinstance(turn, str):
+            self.transcription(turn, channel=call.channel)
+        elif turn:
+            self.transcription(*turn, channel=call.channel)
+
     # Misbehaviours, on cue.
     async def drop_connection(self, call: Call | None = None) -> None:
         """OpenAI ending the WebRTC connection mid-interview: that call's peer connection, or every one, closes."""
@@ -298,12 +549,14 @@ class RealtimeStandIn:
         self.send({"type": "error", "event_id": event_id(), "error": error}, channel)
 
 
-async def serve(port: int, chatter: float | None = None) -> None:
+async def serve(port: int, chatter: float | None = None, markers: bool = False) -> None:
     """The stand-in as a process of its own, until it is terminated."""
     loopback_only()
-    async with RealtimeStandIn(port, chatter):
+    async with RealtimeStandIn(port, chatter, markers):
         await asyncio.Event().wait()
 
 
 if __name__ == "__main__":
-    asyncio.run(serve(int(sys.argv[1]), float(sys.argv[2]) if len(sys.argv) > 2 else None))
+    arguments = [argument for argument in sys.argv[1:] if argument != "--markers"]
+    chatter = float(arguments[1]) if len(arguments) > 1 else None
+    asyncio.run(serve(int(arguments[0]), chatter, markers="--markers" in sys.argv))

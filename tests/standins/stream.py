@@ -15,10 +15,12 @@ It runs its servers on its own event loop in a background thread, so that a stal
 Stream, and Stream's media work does not run on the service's loop. Control methods are coroutines for the test's
 loop; they hop to the stand-in's loop. What the agent did is recorded per call (`CallRecord`).
 
-`python -m tests.standins.stream PORT [--camera | --no-camera]` runs it as a process of its own (the capacity bench):
-every call an agent joins gets a scripted candidate, `candidate-7`, who joins once the agent has published, with a microphone
-(and a 720p camera, pre-encoded VP8: an SFU forwards packets, it encodes nothing), and `GET /stats` says per call
-what the agent did. A process with a `getstream.Edge` reaches it with `point_getstream_at(url)`.
+`python -m tests.standins.stream PORT [--camera | --no-camera] [--markers]` runs it as a process of its own (the
+capacity bench): every call an agent joins gets a scripted candidate, `candidate-7`, who joins once the agent has
+published, with a microphone (and a 720p camera, pre-encoded VP8: an SFU forwards packets, it encodes nothing), and
+`GET /stats` says per call what the agent did. A process with a `getstream.Edge` reaches it with `point_getstream_at(url)`. With `--markers`
+(`markers = True`) the candidate's microphone carries a latency marker once a second and the agent's audio is
+searched for the OpenAI stand-in's (bench/marker.py): `GET /stats` says when each arrived.
 
 Where Stream's real behaviour is not described by the SDK (msid naming, whether the local participant is listed in
 the join response, when the SFU renegotiates, what it does with tracks nobody subscribes to) it is a guess,
@@ -54,6 +56,8 @@ from getstream.video.rtc.pb.stream.video.sfu.event import events_pb2
 from getstream.video.rtc.pb.stream.video.sfu.models import models_pb2
 from getstream.video.rtc.pb.stream.video.sfu.signal_rpc import signal_pb2
 
+from bench.marker import MarkerDetector, MarkerSource, hook_receiver
+from bench.marker import figures as marker_figures
 from tests.standins.network import free_port, loopback_only, point_stream_coordinator_at
 
 T = TypeVar("T")
@@ -109,6 +113,7 @@ class SpeechTrack(PacedTrack):
     """Real speech, looped: the candidate's microphone."""
 
     speech: np.ndarray | None = None
+    marker: MarkerSource | None = None  # opt-in: a latency marker once a second
 
     def __init__(self, track_id: str) -> None:
         super().__init__("audio", FRAME / RATE, track_id)
@@ -119,7 +124,10 @@ class SpeechTrack(PacedTrack):
         index = await self.pace()
         assert self.speech is not None
         start = (index * FRAME) % len(self.speech)
-        return audio_frame(self.speech[start : start + FRAME], index)
+        samples = self.speech[start : start + FRAME]
+        if self.marker:
+            samples = self.marker.stamp(samples, time.time())
+        return audio_frame(samples, index)
 
 
 class ToneTrack(PacedTrack):
@@ -256,6 +264,8 @@ class CallRecord:
     worst_lateness: float = 0.0  # seconds, since the last `GET /stats?reset=1`
     largest_gap: float = 0.0  # seconds between two frames, since the last `GET /stats?reset=1`
     message_users: list[str] = field(default_factory=list)  # who each chat message (transcript mirror) is from
+    marker_source: MarkerSource | None = None  # with markers: in the candidate's microphone
+    marker_detector: MarkerDetector | None = None  # with markers: in the agent's audio
 
     def largest_frame_gap(self, start: float, end: float) -> float:
         """The longest time without an audio frame from the agent between two `time.monotonic()` moments."""
@@ -280,6 +290,8 @@ class CallRecord:
             "joins": self.joins,
             "speakers": sorted(set(self.message_users)),
         }
+        if self.marker_source or self.marker_detector:
+            figures |= marker_figures(self.marker_detector, self.marker_source)
         if reset:
             self.worst_lateness = self.largest_gap = 0.0
         return figures
@@ -360,6 +372,7 @@ class StreamStandIn:
         self.runner: web.AppRunner | None = None
         self._original_client: Any = None
         self.scripted_candidate: tuple[str, bool] | None = None  # (user_id, camera): joins every call an agent joins
+        self.markers = False  # latency markers in the candidate's microphone, searched for in the agent's audio
 
     # -- lifecycle, callable from any thread or loop ----------------------------------------------------------------
     async def __aenter__(self) -> "StreamStandIn":
@@ -701,10 +714,15 @@ class StreamStandIn:
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
             if track.kind == "audio":
-                agent.spawn(self.count_agent_audio(agent.call.record, track))
+                record = agent.call.record
+                if self.markers:
+                    record.marker_detector = MarkerDetector()
+                agent.spawn(self.count_agent_audio(record, track))
                 for receiver in pc.getReceivers():
                     if receiver.track is track:
-                        time_packets(receiver, agent.call.record)
+                        time_packets(receiver, record)
+                        if record.marker_detector:
+                            hook_receiver(receiver, record.marker_detector, time.time)
 
         await pc.setRemoteDescription(RTCSessionDescription(sdp=req.sdp, type="offer"))
         await pc.setLocalDescription(await pc.createAnswer())
@@ -712,9 +730,12 @@ class StreamStandIn:
 
     @staticmethod
     async def count_agent_audio(record: CallRecord, track: MediaStreamTrack) -> None:
+        detector = record.marker_detector
         try:
             while True:
                 frame = await track.recv()
+                if detector:
+                    detector.feed(frame, time.time())
                 record.agent_frames += 1
                 record.agent_frame_times.append(time.monotonic())
                 if int(np.abs(frame.to_ndarray().astype(np.int32)).max(initial=0)) > LOUD:
@@ -765,6 +786,8 @@ class StreamStandIn:
                 if track_type == VIDEO and self.scripted_candidate:  # own process: packets encoded once
                     make = EncodedCameraTrack
                 track = make(f"{name}:{len(agent.sent)}")
+                if self.markers and isinstance(track, SpeechTrack):
+                    track.marker = call.record.marker_source = MarkerSource()
                 if track_type == VIDEO:
                     track = CountingTrack(track, call.record)
                 sender = agent.subscriber.addTrack(track)
@@ -918,11 +941,12 @@ def point_getstream_at(url: str, api_key: str = "stream-key", api_secret: str = 
     point_stream_coordinator_at(url.replace("http://", "ws://", 1) + "/api/v2/connect")
 
 
-async def serve(port: int, camera: bool, candidate: str = "candidate-7") -> None:
+async def serve(port: int, camera: bool, candidate: str = "candidate-7", markers: bool = False) -> None:
     """The stand-in as a process of its own, until it is terminated."""
     loopback_only()
     standin = StreamStandIn(port=port)
     standin.scripted_candidate = (candidate, camera)
+    standin.markers = markers
     await standin.serve()
     await asyncio.Event().wait()
 
@@ -932,5 +956,6 @@ if __name__ == "__main__":
     parser.add_argument("port", type=int)
     parser.add_argument("--camera", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--candidate", default="candidate-7")
+    parser.add_argument("--markers", action="store_true", help="latency markers both ways (bench/marker.py)")
     arguments = parser.parse_args()
-    asyncio.run(serve(arguments.port, arguments.camera, arguments.candidate))
+    asyncio.run(serve(arguments.port, arguments.camera, arguments.candidate, arguments.markers))
