@@ -134,7 +134,7 @@ async def test_sigterm_drains_live_interviews_then_ends_the_rest(tmp_path):
     """A deploy: SIGTERM, no new invites, live interviews go on up to DRAIN_TIMEOUT_SECONDS, the rest are ended."""
     from tests.serve_with_fakes import CANDIDATE_LINE, INTERVIEWER_LINE
 
-    port, drain = free_port(), 6
+    port, drain = free_port(), 4
     env = os.environ | {"PYTHONPATH": str(ROOT), "API_TOKEN": TOKEN, "STREAM_API_KEY": "k", "STREAM_API_SECRET": "s"}
     env |= {"OPENAI_API_KEY": "sk-x", "TRANSCRIPT_DIR": str(tmp_path / "t"), "DRAIN_TIMEOUT_SECONDS": str(drain)}
     env |= {"HOST": "127.0.0.1", "PORT": str(port), "MAX_CONCURRENT_INTERVIEWS": "3"}
@@ -143,7 +143,7 @@ async def test_sigterm_drains_live_interviews_then_ends_the_rest(tmp_path):
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=AUTH) as client:
             await wait_until_ready(client)
-            ending = (await client.post("/interviews", json=invite_body("ends-in-3"))).json()  # ends within the drain
+            ending = (await client.post("/interviews", json=invite_body("ends-in-2"))).json()  # ends within the drain
             lasting = (await client.post("/interviews", json=invite_body("drain-lasting"))).json()
             for one in (ending, lasting):
                 await wait_until(lambda one=one: on_call(client, one), timeout=10)
