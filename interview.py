@@ -5,7 +5,7 @@ import contextlib
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
@@ -165,7 +165,7 @@ class Interviews(AgentLauncher):
             # Then offered to GCS, if there is a bucket; else TRANSCRIPT_DIR is where it stays.
             await asyncio.to_thread(self.upload, [temporary.replace(temporary.with_suffix(""))])
 
-    def upload(self, paths: Any) -> None:
+    def upload(self, paths: Iterable[Path]) -> None:
         """Blocking, with the client's own retries; the local copy goes only once GCS has the transcript."""
         for path in paths if self.bucket else []:
             blob = self.bucket.blob("transcripts/" + path.relative_to(self.directory).as_posix())  # type: ignore[union-attr]

@@ -107,17 +107,20 @@ def drift_round(workdir: Path, stands: Standins, name: str, product: Path | None
 PHASES = ("alone", "with 3 others", "after they left")
 
 
+def interleaved(names: list[str], rounds: int) -> list[tuple[int, str]]:
+    """(round, name) for every name in every round, the order rotated each round so that none always goes first."""
+    return [(n, name) for n in range(rounds) for name in names[n % len(names) :] + names[: n % len(names)]]
+
+
 def drift(products: dict[str, Path | None], rounds: int) -> tuple[str, dict[str, Any]]:
     core = pin_rig()
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as directory:
         workdir = Path(directory)
         with standins(workdir) as stands:
-            names = list(products)
-            for n in range(rounds):
-                for name in names[n % len(names) :] + names[: n % len(names)]:  # interleaved, order rotated
-                    results.append(drift_round(workdir, stands, name, products[name], core, n))
-                    print(json.dumps(brief_drift(results[-1])), file=sys.stderr, flush=True)
+            for n, name in interleaved(list(products), rounds):
+                results.append(drift_round(workdir, stands, name, products[name], core, n))
+                print(json.dumps(brief_drift(results[-1])), file=sys.stderr, flush=True)
     lines = [
         "| product | round | direction | A alone p50/p99 | with B, C, D p50/p99 | after they left p50/p99 | "
         "drift (after - alone, p50) | loop lag max at joins / leaves |",
@@ -199,14 +202,12 @@ def ab(product: Path | None, rounds: int, level: int, uvloop: str) -> tuple[str,
     with tempfile.TemporaryDirectory() as directory:
         workdir = Path(directory)
         with standins(workdir) as stands:
-            names = list(VARIANTS)
-            for n in range(rounds):
-                for variant in names[n % len(names) :] + names[: n % len(names)]:
-                    results.append(ab_round(workdir, stands, variant, product, core, n, level, uvloop))
-                    brief = {
-                        key: results[-1][key] for key in ("variant", "round", "loop", "cpu", "lag_p99_ms", "lag_max_ms")
-                    }
-                    print(json.dumps(brief), file=sys.stderr, flush=True)
+            for n, variant in interleaved(list(VARIANTS), rounds):
+                results.append(ab_round(workdir, stands, variant, product, core, n, level, uvloop))
+                brief = {
+                    key: results[-1][key] for key in ("variant", "round", "loop", "cpu", "lag_p99_ms", "lag_max_ms")
+                }
+                print(json.dumps(brief), file=sys.stderr, flush=True)
     lines = [
         f"| variant ({level} interviews) | round | loop | server CPU | loop lag p50/p99/max | GC: gen0/1/2 "
         "collections, total / longest pause | latency to OpenAI p50/p99 | to candidate p50/p99 |",
