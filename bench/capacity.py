@@ -100,11 +100,17 @@ class Standins:
 
 
 @contextlib.contextmanager
-def standins(workdir: Path, camera: bool = True) -> Iterator[Standins]:
-    """Stream's side and OpenAI's, each a process of its own, with latency markers both ways."""
+def standins(workdir: Path, camera: bool = True, network: str | None = None) -> Iterator[Standins]:
+    """Stream's side and OpenAI's, each a process of its own, with latency markers both ways; with a `network`
+    profile, the candidate's leg shaped by it and pilot tones both ways for continuity (tests/standins/network.py,
+    bench/continuity.py)."""
+    shaped = ("--network", network) if network else ()
+    pilot = ("--pilot",) if network else ()
     with (
-        standin("bench.openai_server", workdir, "--markers") as openai,
-        standin("tests.standins.stream", workdir, "--camera" if camera else "--no-camera", "--markers") as stream,
+        standin("bench.openai_server", workdir, "--markers", *pilot) as openai,
+        standin(
+            "tests.standins.stream", workdir, "--camera" if camera else "--no-camera", "--markers", *shaped
+        ) as stream,
     ):
         yield Standins(stream, openai)
 

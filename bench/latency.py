@@ -13,7 +13,10 @@ before any interview, with raised thresholds), rounds interleaved, a fresh serve
 loop's lag, the GC's pauses, the server's CPU and the latency each way. uvloop comes from `--uvloop-path` (e.g.
 `uv pip install --target DIR uvloop`), so that the project's environment is left as it is.
 
-Both pin the server to a core of its own where there are two or more (the stand-ins and the rig on the others), and
+`uv run python -m bench.latency network|joinstall ...`: the candidate's audio on a real network, and the join stall
+(issue 26): see bench/network.py.
+
+All pin the server to a core of its own where there are two or more (the stand-ins and the rig on the others), and
 print a markdown table on stdout and everything measured as JSON on stderr.
 """
 
@@ -31,6 +34,7 @@ from typing import Any
 
 import httpx
 
+from bench import network
 from bench.capacity import (
     DIRECTIONS,
     DRIFT_MS,
@@ -48,6 +52,7 @@ from bench.capacity import (
     wait_for_transcripts,
 )
 from bench.rig import AUTH, ROOT
+from tests.standins.network import PROFILES
 
 PHASE, WARM_UP, SETTLE = 20, 8, 3  # seconds: each phase measured; after A joins; after the others joined or left
 AB_WARM_UP, AB_MEASURED = 10, 30
@@ -243,23 +248,32 @@ def ab(product: Path | None, rounds: int, level: int, uvloop: str) -> tuple[str,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("drift", "ab"))
+    parser.add_argument("what", choices=("drift", "ab", "network", "joinstall"))
     parser.add_argument("--product", action="append", default=[], help="[NAME=]DIR: a checkout whose product to serve")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--level", type=int, default=4, help="ab: live interviews")
     parser.add_argument("--uvloop-path", default="", help="ab: a directory holding uvloop (uv pip install --target)")
-    parser.add_argument("--seconds", type=float, help="each phase (drift) or measurement (ab), for a trial run")
+    parser.add_argument("--seconds", type=float, help="each phase (drift) or measurement (ab, network), for a trial")
+    parser.add_argument("--profile", action="append", choices=sorted(PROFILES), help="network: the candidate's leg")
+    parser.add_argument("--live", type=int, default=2, help="joinstall: interviews talking while others join")
+    parser.add_argument("--quick", action="store_true", help="network: the test suite's (wifi, 1 interview, a join)")
     args = parser.parse_args()
     global PHASE, AB_MEASURED
     if args.seconds:
-        PHASE = AB_MEASURED = args.seconds
+        PHASE = AB_MEASURED = network.MEASURED = args.seconds
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     products: dict[str, Path | None] = {}
     for given in args.product:
         name, _, directory = given.rpartition("=")
         products[name or Path(directory).name] = Path(directory)
     started = time.perf_counter()
-    if args.what == "drift":
+    if args.what == "network":
+        profiles = args.profile or (["wifi"] if args.quick else ["wifi", "worse", "clean"])
+        rounds, level = (1, 1) if args.quick else (args.rounds, args.level if args.level != 4 else network.LEVEL)
+        table, measured = network.network(products or {"this checkout": None}, profiles, rounds, level, args.quick)
+    elif args.what == "joinstall":
+        table, measured = network.joinstall(products or {"this checkout": None}, args.rounds, args.live)
+    elif args.what == "drift":
         table, measured = drift(products or {"this checkout": None}, args.rounds)
     else:
         product = next(iter(products.values()), None)

@@ -51,3 +51,36 @@ def test_capacity_quick_has_audio_both_ways_no_camera_for_the_service_and_both_s
     for doc in transcripts:
         assert {"interviewer", "candidate"} <= {m["role"] for m in doc["messages"]}, doc["messages"]
     print(result.stdout)
+
+
+def test_network_quick_shapes_the_candidates_leg_and_measures_continuity_each_way_and_a_join():
+    """The candidate's leg through the seeded home Wi-Fi profile (issue 26), one interview for a few seconds, then one
+    more joining beside it: the stand-ins shaped packets both ways, markers were found and continuity judged each
+    way, the join's loop stall and the live interview's losses measured. Generous bounds only: no timing asserted."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.latency", "network", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| wifi |" in result.stdout, result.stdout
+    (measured,) = json.loads(next(line for line in result.stderr.splitlines() if line.startswith('{"network"')))[
+        "network"
+    ]
+    for way in ("up", "down"):  # the profile applied, each way: packets dropped or reordered
+        (shaped,) = measured["network"][way]
+        assert shaped["profile"] == "wifi" and shaped["packets"] > 100, shaped
+        assert shaped["dropped"] + shaped["reordered"] > 0, shaped
+    assert measured["network"]["playout"][0]["played"] > 100, measured["network"]  # the browser-like buffer played
+    for way in ("to_openai", "to_candidate"):
+        figures = measured[way]
+        assert figures["found"] > 0 and 0 < figures["p50_ms"] < 4000, (way, figures)
+        continuity = figures["continuity"]
+        assert continuity["windows"] > 100 and 0 <= continuity["broken_share"] <= 1, (way, continuity)
+        assert continuity["longest_dropout_ms"] >= 0, (way, continuity)
+    join = measured["join"]
+    assert join["joins"] == 1 and join["lag_max_ms"] > 0 and join["live"]["expected_frames"] > 0, join
+    assert join["live_continuity"]["to_openai"]["windows"] > 0, join
+    print(result.stdout)

@@ -27,7 +27,9 @@ first event naming each item (UTC), for every event sent.
 
 `python -m tests.standins.openai_realtime PORT [CHATTER_SECONDS] [--markers]` runs it as a process of its own, with
 `GET /stats`. With `markers=True` the voice carries a latency marker once a second and the agent's audio is searched
-for the Stream stand-in's (bench/marker.py): `GET /stats` says, per call, when each arrived.
+for the Stream stand-in's (bench/marker.py): `GET /stats` says, per call, when each arrived. With `pilot=True`
+(`--pilot`) the voice is a continuous pilot tone and the agent's audio is judged window by window against the
+candidate's (bench/continuity.py): `GET /stats?from=T0&to=T1` says, per call, its continuity between two moments.
 """
 
 import asyncio
@@ -49,6 +51,7 @@ from aiortc.mediastreams import MediaStreamTrack
 from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
 from pydantic import BaseModel, TypeAdapter
 
+from bench.continuity import PILOTS, Continuity, Pilot
 from bench.marker import MarkerDetector, MarkerSource, hook_receiver
 from bench.marker import figures as marker_figures
 from bench.speech import FRAME, RATE, speech_frame
@@ -105,10 +108,11 @@ class Voice(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, period: float | None = None, marker: MarkerSource | None = None) -> None:
+    def __init__(self, period: float | None = None, marker: MarkerSource | None = None, pilot: bool = False) -> None:
         super().__init__()
         self.period = period
         self.marker = marker  # opt-in: a latency marker once a second
+        self.pilot = Pilot(PILOTS["interviewer"]) if pilot else None  # opt-in: a pilot tone, all the time
         self.speaking_until = 0.0  # time.monotonic()
         self.start: float | None = None
         self.pts = 0
@@ -127,6 +131,8 @@ class Voice(MediaStreamTrack):
         else:
             speaking = time.monotonic() < self.speaking_until
         samples = speech_frame(self.pts // FRAME) if speaking else np.zeros(FRAME, dtype=np.int16)
+        if self.pilot:
+            samples = self.pilot.next()
         if self.marker:
             samples = self.marker.stamp(samples, time.time())
         frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
@@ -150,6 +156,7 @@ class Call:
     began: float = field(default_factory=time.monotonic)  # `audio_start_ms` and `audio_end_ms` count from it
     created: float = field(default_factory=time.time)
     detector: MarkerDetector | None = None  # with markers: in the agent's audio
+    continuity: Continuity | None = None  # with the pilot: the agent's audio, window by window
 
     def event_types(self) -> list[str]:
         return [event["type"] for event in self.events]
@@ -174,9 +181,12 @@ class BargeIn(NamedTuple):
 
 
 class RealtimeStandIn:
-    def __init__(self, port: int | None = None, chatter: float | None = None, markers: bool = False) -> None:
+    def __init__(
+        self, port: int | None = None, chatter: float | None = None, markers: bool = False, pilot: bool = False
+    ) -> None:
         self.port = port or free_port()
         self.markers = markers  # latency markers in the voice, searched for in the agent's audio
+        self.pilot = pilot  # a pilot tone for a voice, and the agent's audio judged against the candidate's
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.chatter = chatter  # seconds: speak half of each period, one line from each speaker every period
         self.refuse_with: int | None = None  # 401 or 500: how the next calls are answered
@@ -244,7 +254,8 @@ class RealtimeStandIn:
 
         peer = RTCPeerConnection()
         self.peers.append(peer)
-        call = Call(peer, Voice(period=self.chatter, marker=MarkerSource() if self.markers else None), session, offer)
+        voice = Voice(period=self.chatter, marker=MarkerSource() if self.markers else None, pilot=self.pilot)
+        call = Call(peer, voice, session, offer)
         self.calls.append(call)
         peer.addTrack(call.voice)
 
@@ -265,7 +276,9 @@ class RealtimeStandIn:
                 for receiver in peer.getReceivers():
                     if receiver.track is track:
                         hook_receiver(receiver, call.detector, time.time)
-            self.background(self.count_frames(track, call.detector))
+            if self.pilot:
+                call.continuity = Continuity(PILOTS["candidate"])
+            self.background(self.count_frames(track, call.detector, call.continuity))
 
         @peer.on("connectionstatechange")
         async def on_state() -> None:
@@ -289,12 +302,18 @@ class RealtimeStandIn:
         if self.echo_items and event["type"] == "conversation.item.create":
             self.echo_item(call, event)
 
-    async def count_frames(self, track: MediaStreamTrack, detector: MarkerDetector | None = None) -> None:
+    async def count_frames(
+        self, track: MediaStreamTrack, detector: MarkerDetector | None = None, continuity: Continuity | None = None
+    ) -> None:
         try:
             while True:
                 frame = await track.recv()
                 if detector:
                     detector.feed(frame, time.time())
+                if continuity is not None and frame.pts is not None:  # aiortc: 48 kHz, pts from the first packet
+                    samples = frame.to_ndarray()
+                    mono = samples[0] if frame.format.is_planar else samples[0, :: len(frame.layout.channels)]
+                    continuity.feed(mono, frame.pts // FRAME, time.time())
                 self.audio_frames += 1
                 if int(np.abs(frame.to_ndarray().astype(np.int32)).max(initial=0)) > VOICED:
                     self.voiced_frames_in += 1
@@ -327,12 +346,16 @@ class RealtimeStandIn:
         ufrag = next((line for line in sdp.splitlines() if line.startswith("a=ice-ufrag:")), None)
         return next((call for call in self.calls if ufrag and ufrag in call.offer.splitlines()), None)
 
-    async def stats(self, _: web.Request) -> web.Response:
+    async def stats(self, request: web.Request) -> web.Response:
         figures = {"peers": len(self.calls), "connected": len(self.peers), "frames_in": self.audio_frames}
         figures |= {"voiced_frames_in": self.voiced_frames_in, "lines_sent": self.lines_sent}
-        if self.markers:
+        start, end = float(request.query.get("from", 0)), float(request.query.get("to", "inf"))
+        if self.markers or self.pilot:
             calls = [
-                {"created": call.created} | marker_figures(call.detector, call.voice.marker) for call in self.calls
+                {"created": call.created}
+                | marker_figures(call.detector, call.voice.marker)
+                | ({"continuity": call.continuity.figures(start, end)} if call.continuity else {})
+                for call in self.calls
             ]
             figures["calls"] = calls
         return web.json_response(figures)
@@ -549,14 +572,14 @@ class RealtimeStandIn:
         self.send({"type": "error", "event_id": event_id(), "error": error}, channel)
 
 
-async def serve(port: int, chatter: float | None = None, markers: bool = False) -> None:
+async def serve(port: int, chatter: float | None = None, markers: bool = False, pilot: bool = False) -> None:
     """The stand-in as a process of its own, until it is terminated."""
     loopback_only()
-    async with RealtimeStandIn(port, chatter, markers):
+    async with RealtimeStandIn(port, chatter, markers, pilot):
         await asyncio.Event().wait()
 
 
 if __name__ == "__main__":
-    arguments = [argument for argument in sys.argv[1:] if argument != "--markers"]
+    arguments = [argument for argument in sys.argv[1:] if argument not in ("--markers", "--pilot")]
     chatter = float(arguments[1]) if len(arguments) > 1 else None
-    asyncio.run(serve(int(arguments[0]), chatter, markers="--markers" in sys.argv))
+    asyncio.run(serve(int(arguments[0]), chatter, markers="--markers" in sys.argv, pilot="--pilot" in sys.argv))

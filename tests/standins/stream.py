@@ -20,7 +20,13 @@ capacity bench): every call an agent joins gets a scripted candidate, `candidate
 published, with a microphone (and a 720p camera, pre-encoded VP8: an SFU forwards packets, it encodes nothing), and
 `GET /stats` says per call what the agent did. A process with a `getstream.Edge` reaches it with `point_getstream_at(url)`. With `--markers`
 (`markers = True`) the candidate's microphone carries a latency marker once a second and the agent's audio is
-searched for the OpenAI stand-in's (bench/marker.py): `GET /stats` says when each arrived.
+searched for the OpenAI stand-in's (bench/marker.py): `GET /stats` says when each arrived. With `--network PROFILE`
+(`network = PROFILES[...]`; `POST /network?profile=P&seed=S` changes it for the calls set up from then on) the
+candidate's leg is a real network's (tests/standins/network.py): the candidate's microphone is a pilot tone
+(bench/continuity.py), each of its RTP packets delayed, dropped or reordered on its way to the service, and each of
+the agent's on its way in, before a browser-like receive buffer (`Playout`, Opus's concealment) whose output is
+judged window by window; `GET /stats?from=T0&to=T1` says per call what the shaping did and the continuity between
+two `time.time()` moments. The shaping is seeded by the seed and the call id after its last `--` (all of it if none).
 
 Where Stream's real behaviour is not described by the SDK (msid naming, whether the local participant is listed in
 the join response, when the SFU renegotiates, what it does with tracks nobody subscribes to) it is a guess,
@@ -56,9 +62,19 @@ from getstream.video.rtc.pb.stream.video.sfu.event import events_pb2
 from getstream.video.rtc.pb.stream.video.sfu.models import models_pb2
 from getstream.video.rtc.pb.stream.video.sfu.signal_rpc import signal_pb2
 
+from bench.continuity import PILOTS, Continuity, Pilot, Playout
 from bench.marker import MarkerDetector, MarkerSource, hook_receiver
 from bench.marker import figures as marker_figures
-from tests.standins.network import free_port, loopback_only, point_stream_coordinator_at
+from tests.standins.network import (
+    PROFILES,
+    Profile,
+    Shaper,
+    free_port,
+    loopback_only,
+    point_stream_coordinator_at,
+    shape_incoming,
+    shape_outgoing,
+)
 
 T = TypeVar("T")
 SPEECH_WAV = Path(__file__).resolve().parents[2] / "bench" / "speech.wav"
@@ -114,6 +130,7 @@ class SpeechTrack(PacedTrack):
 
     speech: np.ndarray | None = None
     marker: MarkerSource | None = None  # opt-in: a latency marker once a second
+    pilot: Pilot | None = None  # opt-in: a pilot tone instead of the speech (bench/continuity.py)
 
     def __init__(self, track_id: str) -> None:
         super().__init__("audio", FRAME / RATE, track_id)
@@ -124,7 +141,7 @@ class SpeechTrack(PacedTrack):
         index = await self.pace()
         assert self.speech is not None
         start = (index * FRAME) % len(self.speech)
-        samples = self.speech[start : start + FRAME]
+        samples = self.speech[start : start + FRAME] if self.pilot is None else self.pilot.next()
         if self.marker:
             samples = self.marker.stamp(samples, time.time())
         return audio_frame(samples, index)
@@ -266,6 +283,11 @@ class CallRecord:
     message_users: list[str] = field(default_factory=list)  # who each chat message (transcript mirror) is from
     marker_source: MarkerSource | None = None  # with markers: in the candidate's microphone
     marker_detector: MarkerDetector | None = None  # with markers: in the agent's audio
+    # With a network profile: the shaping each way, the browser-like buffer, and the continuity of what it played.
+    shaped_up: Shaper | None = None  # the candidate's microphone, on its way to the service
+    shaped_down: Shaper | None = None  # the agent's audio, on its way in
+    playout: Playout | None = None
+    continuity: Continuity | None = None
 
     def largest_frame_gap(self, start: float, end: float) -> float:
         """The longest time without an audio frame from the agent between two `time.monotonic()` moments."""
@@ -275,8 +297,8 @@ class CallRecord:
     def subscribed_types(self) -> set[str]:
         return {track_type for request in self.subscriptions for _, track_type in request}
 
-    def figures(self, reset: bool = False) -> dict[str, Any]:
-        figures = {
+    def figures(self, reset: bool = False, start: float = 0.0, end: float = float("inf")) -> dict[str, Any]:
+        figures: dict[str, Any] = {
             "agent_frames": self.agent_frames,
             "loud_frames": self.agent_loud_frames,
             "late_frames": self.late_frames,
@@ -292,6 +314,13 @@ class CallRecord:
         }
         if self.marker_source or self.marker_detector:
             figures |= marker_figures(self.marker_detector, self.marker_source)
+        if self.continuity is not None:
+            figures["continuity"] = self.continuity.figures(start, end)
+        if self.shaped_up or self.shaped_down or self.playout:
+            shaped = {"up": self.shaped_up, "down": self.shaped_down}
+            figures["network"] = {way: shaper.figures() for way, shaper in shaped.items() if shaper}
+            if self.playout:
+                figures["network"]["playout"] = self.playout.figures()
         if reset:
             self.worst_lateness = self.largest_gap = 0.0
         return figures
@@ -373,6 +402,8 @@ class StreamStandIn:
         self._original_client: Any = None
         self.scripted_candidate: tuple[str, bool] | None = None  # (user_id, camera): joins every call an agent joins
         self.markers = False  # latency markers in the candidate's microphone, searched for in the agent's audio
+        self.network: Profile | None = None  # the candidate's leg, for the calls set up from now on
+        self.seed = "1"
 
     # -- lifecycle, callable from any thread or loop ----------------------------------------------------------------
     async def __aenter__(self) -> "StreamStandIn":
@@ -498,6 +529,7 @@ class StreamStandIn:
         r.add_get("/sfu/{call_id}/ws", self.sfu_ws)
         r.add_post("/sfu/{call_id}/" + SERVICE + "/{method}", self.twirp)
         r.add_get("/stats", self.stats)
+        r.add_post("/network", self.set_network)
         r.add_route("*", "/{tail:.*}", self.not_found)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
@@ -528,8 +560,9 @@ class StreamStandIn:
     async def stats(self, request: web.Request) -> web.Response:
         """Per call and in total, what the agents did; `?reset=1` starts a new window for the worst lateness/gap."""
         reset = request.query.get("reset") == "1"
+        start, end = float(request.query.get("from", 0)), float(request.query.get("to", "inf"))
         with self.calls_lock:
-            calls = {call_id: call.record.figures(reset) for call_id, call in self.calls.items()}
+            calls = {call_id: call.record.figures(reset, start, end) for call_id, call in self.calls.items()}
         total: dict[str, Any] = {}
         for figures in calls.values():
             for key, value in figures.items():
@@ -539,6 +572,18 @@ class StreamStandIn:
         camera = self.scripted_candidate is not None and self.scripted_candidate[1]
         kbps = EncodedCameraTrack.kbps() if camera else 0.0
         return web.json_response({"calls": calls, "total": total, "camera": camera, "camera_kbps": kbps})
+
+    async def set_network(self, request: web.Request) -> web.Response:
+        """`?profile=NAME&seed=S`: the candidate's leg for the calls set up from now on (`none`: not shaped)."""
+        name = request.query.get("profile", "none")
+        self.network = None if name == "none" else PROFILES[name]
+        self.seed = request.query.get("seed", self.seed)
+        return web.json_response({"profile": name, "seed": self.seed})
+
+    def shaper(self, call: "Call", way: str) -> Shaper | None:
+        if self.network is None:
+            return None
+        return Shaper(self.network, f"{self.seed}:{call.call_id.rsplit('--', 1)[-1]}:{way}")
 
     async def not_found(self, request: web.Request) -> web.Response:
         self.unhandled.append((request.method, request.path))
@@ -719,10 +764,18 @@ class StreamStandIn:
                     record.marker_detector = MarkerDetector()
                 agent.spawn(self.count_agent_audio(record, track))
                 for receiver in pc.getReceivers():
-                    if receiver.track is track:
-                        time_packets(receiver, record)
-                        if record.marker_detector:
-                            hook_receiver(receiver, record.marker_detector, time.time)
+                    if receiver.track is not track:
+                        continue
+                    record.shaped_down = self.shaper(agent.call, "down")
+                    if record.shaped_down:  # the candidate's browser: the network, then a NetEq-like buffer
+                        record.continuity = Continuity(PILOTS["interviewer"])
+                        record.playout = Playout(track._queue.put_nowait, record.continuity, time.time)
+                        receiver._handle_rtp_packet = record.playout.add
+                    if record.marker_detector:
+                        hook_receiver(receiver, record.marker_detector, time.time)
+                    if record.shaped_down:
+                        shape_incoming(receiver, record.shaped_down)
+                    time_packets(receiver, record)  # as sent: before the network
 
         await pc.setRemoteDescription(RTCSessionDescription(sdp=req.sdp, type="offer"))
         await pc.setLocalDescription(await pc.createAnswer())
@@ -792,6 +845,11 @@ class StreamStandIn:
                     track = CountingTrack(track, call.record)
                 sender = agent.subscriber.addTrack(track)
                 sender._stream_id = name
+                shaper = self.shaper(call, "up") if isinstance(track, SpeechTrack) else None
+                if shaper and isinstance(track, SpeechTrack):
+                    track.pilot = Pilot(PILOTS["candidate"])
+                    call.record.shaped_up = shaper
+                    shape_outgoing(sender._ssrc, shaper)
                 agent.sent[(person.session_id, track_type)] = track
             await agent.subscriber.setLocalDescription(await agent.subscriber.createOffer())
             agent.answered.clear()
@@ -941,12 +999,15 @@ def point_getstream_at(url: str, api_key: str = "stream-key", api_secret: str = 
     point_stream_coordinator_at(url.replace("http://", "ws://", 1) + "/api/v2/connect")
 
 
-async def serve(port: int, camera: bool, candidate: str = "candidate-7", markers: bool = False) -> None:
+async def serve(
+    port: int, camera: bool, candidate: str = "candidate-7", markers: bool = False, network: str | None = None
+) -> None:
     """The stand-in as a process of its own, until it is terminated."""
     loopback_only()
     standin = StreamStandIn(port=port)
     standin.scripted_candidate = (candidate, camera)
     standin.markers = markers
+    standin.network = PROFILES[network] if network else None
     await standin.serve()
     await asyncio.Event().wait()
 
@@ -957,5 +1018,6 @@ if __name__ == "__main__":
     parser.add_argument("--camera", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--candidate", default="candidate-7")
     parser.add_argument("--markers", action="store_true", help="latency markers both ways (bench/marker.py)")
+    parser.add_argument("--network", choices=sorted(PROFILES), help="the candidate's leg (tests/standins/network.py)")
     arguments = parser.parse_args()
-    asyncio.run(serve(arguments.port, arguments.camera, arguments.candidate, arguments.markers))
+    asyncio.run(serve(arguments.port, arguments.camera, arguments.candidate, arguments.markers, arguments.network))
