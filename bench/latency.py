@@ -14,7 +14,7 @@ loop's lag, the GC's pauses, the server's CPU and the latency each way. uvloop c
 `uv pip install --target DIR uvloop`), so that the project's environment is left as it is.
 
 `uv run python -m bench.latency network|joinstall ...`: the candidate's audio on a real network, and the join stall
-(issue 26): see bench/network.py.
+(issue 26): see bench/network.py. There `--product NAME=DIR` names a whole checkout, served by its own server wrapper.
 
 All pin the server to a core of its own where there are two or more (the stand-ins and the rig on the others), and
 print a markdown table on stdout and everything measured as JSON on stderr.

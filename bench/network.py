@@ -17,6 +17,8 @@ LIVE interviews talking, then one interview joins, then three at once: the serve
 join and what the live interviews lost meanwhile: their frames late or missing at Stream, and their continuity each
 way (clean network).
 
+`--product NAME=DIR` names a whole checkout (e.g. a `git worktree` of the commit to compare), served by its own
+`bench/serve.py`, since the server wrapper follows the product's API; the stand-ins and the rig are this checkout's.
 `--quick` (the test suite's): this checkout, the wifi profile, one interview for a few seconds, then one join
 measured beside it. Both print a markdown table on stdout and everything measured as JSON on stderr.
 """
@@ -50,6 +52,12 @@ QUICK_WARM_UP, QUICK_MEASURED = 2, 5
 SETTLE, JOIN_TAIL = 5, 2  # seconds: after the live interviews are heard; after a join's interview is heard
 WAYS = {"to_openai": "candidate → OpenAI", "to_candidate": "OpenAI → candidate"}
 MARKER_GRACE = 1.5
+
+
+def own_server(product: Path | None) -> dict[str, str]:
+    """A product is a whole checkout, served by its own `bench/serve.py` (its `main`, `config`, `interview` and the
+    server wrapper that fits them: the wrapper changes with the product's API); the stand-ins are this checkout's."""
+    return {"PYTHONPATH": str(product.resolve())} if product else {}
 
 
 def set_network(stands: Standins, profile: str, seed: str) -> None:
@@ -179,7 +187,7 @@ def network_round(
     set_network(stands, profile, str(n))
     tag = f"net{n}{profile[:2]}p{index}"
     openai_before = len(openai_calls(stands.openai.url))
-    server = start_server("service", workdir / f"{tag}", stands, product, core)
+    server = start_server("service", workdir / f"{tag}", stands, None, core, **own_server(product))
     result: dict[str, Any] = {"product": name, "profile": profile, "round": n}
     try:
         server.wait_ready()
@@ -323,7 +331,7 @@ def joinstall_round(
 ) -> dict[str, Any]:
     tag = f"join{n}{'x' if proxy else 'o'}p{index}"
     env = {} if proxy else {"HTTPS_PROXY": "", "https_proxy": "", "HTTP_PROXY": "", "http_proxy": ""}
-    server = start_server("service", workdir / tag, stands, product, core, **env)
+    server = start_server("service", workdir / tag, stands, None, core, **env, **own_server(product))
     result: dict[str, Any] = {"product": name, "proxy": proxy, "round": n}
     try:
         server.wait_ready()
