@@ -318,6 +318,13 @@ def spread(values: list[float], unit: str, digits: int = 0) -> str:
     return f"{statistics.median(values):.{digits}f}{unit} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
+def lost(continuity: dict[str, Any], live: int) -> str:
+    """Broken audio of the live interviews during a join: ms per live interview, and the longest dropout."""
+    if not continuity.get("windows"):
+        return "no windows"
+    return f"{continuity['broken'] * 20 / live:.0f} ms (longest {continuity['longest_dropout_ms']} ms)"
+
+
 def joinstall_round(
     workdir: Path,
     stands: Standins,
@@ -368,8 +375,8 @@ def joinstall(products: dict[str, Path | None], rounds: int, live: int) -> tuple
                 print(brief, file=sys.stderr, flush=True)
     lines = [
         f"| product | proxy | round | joins at once | loop lag max / p99 during the join | live interviews' ({live}) "
-        "frames late or missing at Stream (worst lateness) | live: broken → OpenAI | live: broken → candidate | "
-        "heard after |",
+        "frames late or missing at Stream (worst lateness) | broken audio → OpenAI per live interview | broken audio "
+        "→ candidate per live interview | joiners heard after |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
@@ -378,13 +385,13 @@ def joinstall(products: dict[str, Path | None], rounds: int, live: int) -> tuple
             lines.append(
                 f"| {r['product']} | {'dead proxy' if r['proxy'] else 'none'} | {r['round'] + 1} | {j['joins']} | "
                 f"{j['lag_max_ms']:.0f} / {j['lag_p99_ms']:.0f} ms | {j['live']['late']}/{j['live']['expected_frames']}"
-                f" ({j['live']['worst_lateness_ms']:.0f} ms) | {share(j['live_continuity']['to_openai'])} | "
-                f"{share(j['live_continuity']['to_candidate'])} | {j['heard_after_s']:.1f} s |"
+                f" ({j['live']['worst_lateness_ms']:.0f} ms) | {lost(j['live_continuity']['to_openai'], live)} | "
+                f"{lost(j['live_continuity']['to_candidate'], live)} | {j['heard_after_s']:.1f} s |"
             )
     lines += [
         "",
         "| product | proxy | joins at once | loop lag max, median (min-max) | live frames late or missing, median "
-        "(min-max) | live broken → OpenAI, median (min-max) | live broken → candidate, median (min-max) |",
+        "(min-max) | broken audio → OpenAI per live interview, ms, median (min-max) | the same → candidate |",
         "|---|---|---|---|---|---|---|",
     ]
     for name in products:
@@ -393,12 +400,10 @@ def joinstall(products: dict[str, Path | None], rounds: int, live: int) -> tuple
             for size, count in (("one", 1), ("three", 3)):
                 lags = [r[size]["lag_max_ms"] for r in mine]
                 lates = [r[size]["live"]["late"] for r in mine]
-                broken = {
-                    way: [100 * (r[size]["live_continuity"][way]["broken_share"] or 0) for r in mine] for way in WAYS
-                }
+                broken = {way: [r[size]["live_continuity"][way]["broken"] * 20 / live for r in mine] for way in WAYS}
                 lines.append(
                     f"| {name} | {'dead proxy' if proxy else 'none'} | {count} | {spread(lags, ' ms')} | "
-                    f"{spread(lates, '')} | {spread(broken['to_openai'], '%', 1)} | "
-                    f"{spread(broken['to_candidate'], '%', 1)} |"
+                    f"{spread(lates, '')} | {spread(broken['to_openai'], ' ms')} | "
+                    f"{spread(broken['to_candidate'], ' ms')} |"
                 )
     return "\n".join(lines), {"joinstall": results, "server_core": sorted(core or [])}
