@@ -177,3 +177,12 @@ async def stored_transcript(where: Any, accepted: dict[str, Any], timeout: float
     path = (where or TRANSCRIPTS["dir"]) / transcript_name(accepted)
     await wait_until(path.exists, timeout)
     return json.loads(path.read_bytes())
+
+
+@pytest.fixture(scope="session")
+def built_image(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The service's image, built once a session from a clean checkout for test_container.py and test_compose.py
+    (`tests/engine.py`); skips, with the reason, where no container engine runs."""
+    from tests.engine import build_image
+
+    return build_image(tmp_path_factory.mktemp("image"))

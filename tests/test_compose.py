@@ -2,59 +2,39 @@
 
 import shutil
 import subprocess
-import sys
 import time
-import uuid
-from pathlib import Path
 from urllib.parse import quote
 
 import httpx
 import pytest
 
-from tests.conftest import AUTH, NO_INTERNET, ROOT, free_port, invite_body, newcomers_env
-from tests.test_container import engine_works
+from tests.conftest import AUTH, ROOT, free_port, invite_body
+from tests.engine import compose, engine, engine_works
 
-COMPOSE = [sys.executable, "-m", "podman_compose"]
 BUCKET = "interviews-dev"
 
 
-def compose(project: Path, *args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {
-        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        "BUILDAH_ISOLATION": "chroot",
-    }
-    command = [*COMPOSE, "--podman-build-args=--pull=never", *args]
-    return subprocess.run(command, cwd=project, env=environment | env, capture_output=True, text=True, timeout=timeout)
-
-
-@pytest.fixture
-def checkout(tmp_path: Path) -> Path:
-    """What `git clone` gives (the tracked files), plus a .env copied from .env.example with the four values."""
-    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
-    project = tmp_path / f"ia{uuid.uuid4().hex[:8]}"
-    for name in files:
-        if (ROOT / name).exists():
-            (project / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, project / name)
-    (project / ".env").write_text(newcomers_env() + "".join(f"{key}={value}\n" for key, value in NO_INTERNET.items()))
-    return project
-
-
-def test_compose_stack_stores_a_transcript_in_the_emulator(checkout):
+def test_compose_stack_stores_a_transcript_in_the_emulator(request):
+    """A developer's `podman-compose up -d --build` in its two halves: `podman-compose build` in a clean checkout (the
+    session's `built_image`, which test_container.py runs too), then `podman-compose up -d` there, which finds the
+    image built and starts the stack with it."""
     reason = engine_works() or (None if shutil.which("podman") else "podman-compose needs podman")
     if reason:
         pytest.skip(reason)
+    built = request.getfixturevalue("built_image")
+    checkout = built.checkout
     ports = {"INTERVIEW_AGENT_PORT": str(free_port()), "GCS_PORT": str(free_port())}
     service, gcs = f"http://127.0.0.1:{ports['INTERVIEW_AGENT_PORT']}", f"http://127.0.0.1:{ports['GCS_PORT']}"
     project = checkout.name
     try:
-        up = compose(checkout, "up", "-d", "--build", timeout=1500, **ports)
+        up = compose(checkout, "up", "-d", timeout=600, **ports)
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+        container = f"{project}_interview-agent_1"
+        assert engine("inspect", container, "--format", "{{.Image}}").stdout.strip() == built.id  # no other build
         deadline = time.monotonic() + 120
         while not ready(service):
             assert time.monotonic() < deadline, compose(checkout, "logs", **ports).stdout[-3000:]
             time.sleep(1)
-        container = f"{project}_interview-agent_1"
         health = subprocess.run(["podman", "healthcheck", "run", container], capture_output=True, text=True)
         assert health.returncode == 0, health.stdout + health.stderr  # the compose file's own check passes
 

@@ -1,25 +1,16 @@
-"""The image as the platform runs it: built and started for real (podman here, docker where present)."""
+"""The image as the platform runs it: built (once a session, from a clean checkout) and started for real (podman here,
+docker where present)."""
 
 import json
-import shutil
 import subprocess
 import time
 import uuid
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.conftest import AUTH, NO_INTERNET, ROOT, TOKEN, free_port, invite_body
-
-ENGINE = shutil.which("podman") or shutil.which("docker")
-IMAGE = "localhost/interview-agent:test"
-
-
-def engine(*args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:
-    assert ENGINE
-    env = {"BUILDAH_ISOLATION": "chroot", "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
-    return subprocess.run([ENGINE, *args], capture_output=True, text=True, timeout=timeout, check=check, env=env)
+from tests.engine import ENGINE, engine
 
 
 def test_dockerfile_is_hadolint_clean():
@@ -27,25 +18,8 @@ def test_dockerfile_is_hadolint_clean():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def engine_works() -> str | None:
-    if not ENGINE:
-        return "no container engine (podman or docker) on this machine; .ci/run prepares podman"
-    probe = subprocess.run([ENGINE, "info"], capture_output=True, text=True)
-    return None if probe.returncode == 0 else f"{ENGINE} cannot run here: {probe.stderr.strip()[:200]}"
-
-
-@pytest.fixture(scope="module")
-def image():
-    reason = engine_works()
-    if reason:
-        pytest.skip(reason)
-    pull = ["--pull=never", "--format=docker"] if ENGINE.endswith("podman") else []
-    build = engine("build", *pull, "-t", IMAGE, str(ROOT), timeout=1500, check=False)
-    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
-    return IMAGE
-
-
-def test_container_serves_stores_and_stops(image, capsys):
+def test_container_serves_stores_and_stops(built_image, capsys):
+    image = built_image.id  # built once a session from a clean checkout (tests/engine.py), shared with test_compose.py
     size = int(engine("image", "inspect", image, "--format", "{{.Size}}").stdout.strip())
     with capsys.disabled():
         print(f"\nimage size: {size / 1e6:.0f} MB ({ENGINE})")
