@@ -3,7 +3,6 @@
 from pathlib import Path
 from typing import Literal
 
-from dotenv import load_dotenv
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings
 
@@ -23,9 +22,3 @@ class Settings(BaseSettings, hide_input_in_errors=True, env_ignore_empty=True): 
     host: str = "0.0.0.0"  # noqa: S104 (a container must listen on every interface)
     port: int = Field(8000, ge=1, le=65535)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
-
-
-def load_settings() -> Settings:
-    """Settings; pydantic's ValidationError names every bad setting."""
-    load_dotenv(".env")  # the working directory's; the Stream SDK reads its credentials from the environment
-    return Settings()

@@ -2,22 +2,24 @@
 
 import asyncio
 import contextlib
+import copy
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+from aiortc import jitterbuffer, rtcrtpreceiver
 from getstream.video.rtc.signaling import WebSocketClient
 from getstream.video.rtc.tracks import TrackSubscriptionConfig, TrackType
 from google.api_core.exceptions import PreconditionFailed
 from google.cloud import storage
+from openai import AsyncOpenAI
 from openai.types.realtime import RealtimeSessionCreateRequestParam
 from pydantic import BaseModel, Field, StringConstraints, TypeAdapter
-from vision_agents.core import Agent, AgentLauncher, RedisSessionKVStore, SessionRegistry
+from vision_agents.core import Agent, AgentLauncher, RedisSessionKVStore, SessionRegistry, User
 from vision_agents.core.edge.events import CallEndedEvent
 from vision_agents.core.utils.audio_filter import AudioFilter
 from vision_agents.plugins import getstream, openai
@@ -29,7 +31,6 @@ HERE = Path(__file__).parent
 PROMPT = (HERE / "interviewer_prompt.md").read_text()
 # Candidate-supplied text must neither trigger the library's `@file.md` include nor close the data block.
 NEUTRAL = str.maketrans({"@": "\uff20", "<": "\u2039", ">": "\u203a"})
-CALL_ID, USER_ID = r"^[A-Za-z0-9_-]{1,64}$", r"^[A-Za-z0-9_@.-]{1,128}$"
 UPLOAD_RETRY = storage.retry.DEFAULT_RETRY.with_timeout(20)  # GCS's own retry policy, bounded: shutdown stays short
 
 
@@ -38,9 +39,9 @@ SESSION = TypeAdapter(RealtimeSessionCreateRequestParam).validate_json((HERE / "
 
 
 class Invite(BaseModel, extra="forbid"):
-    call_id: str = Field(pattern=CALL_ID)
-    call_type: str = Field("default", pattern=CALL_ID)
-    candidate_user_id: str = Field(pattern=USER_ID)
+    call_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    call_type: str = Field("default", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    candidate_user_id: str = Field(pattern=r"^[A-Za-z0-9_@.-]{1,128}$")
     candidate_name: str = Field(min_length=1, max_length=200)
     job_title: str = Field(min_length=1, max_length=200)
     questions: list[Annotated[str, StringConstraints(min_length=1, max_length=1000)]] = Field([], max_length=30)
@@ -53,6 +54,22 @@ INVITE: ContextVar[Invite] = ContextVar("invite")
 # interview's audio at each leave (signaling.py, close); the same close in a thread of its own blocks nobody.
 blocking_close = WebSocketClient.close
 WebSocketClient.close = lambda self: threading.Thread(target=blocking_close, args=(self,), daemon=True).start()  # type: ignore[method-assign]
+
+
+class AudioBuffer(jitterbuffer.JitterBuffer):
+    """aiortc's receive buffer (both legs), for audio: the oldest packet goes once another waits behind it, past a lost
+    one (Opus conceals it). aiortc's stops at a lost packet until 16 are queued and then stays that deep for good
+    (aiortc #543), and always holds 4 frames (80 ms)."""
+
+    def _remove_frame(self, sequence_number: int) -> jitterbuffer.JitterFrame | None:
+        waiting = sorted(filter(None, self._packets), key=lambda p: (p.sequence_number - self._origin) % 65536)
+        if self._is_video or len(waiting) < 2:  # aiortc's too: one packet is no complete frame
+            return super()._remove_frame(sequence_number)
+        self.remove((waiting[0].sequence_number - self._origin) % 65536 + 1)
+        return jitterbuffer.JitterFrame(waiting[0]._data, waiting[0].timestamp)
+
+
+rtcrtpreceiver.JitterBuffer = AudioBuffer  # the module global aiortc's receivers build theirs from
 
 
 class AudioOnlyEdge(getstream.Edge):
@@ -97,20 +114,25 @@ class Interviews(AgentLauncher):
     """This process's interviews, on Vision-Agents' launcher and its limits: each conducted, its transcript a file in
     TRANSCRIPT_DIR until GCS (if set) has it. On shutdown, live ones go on for up to DRAIN_TIMEOUT_SECONDS."""
 
-    def __init__(self, settings: Settings, create_agent: Callable[[], Agent]) -> None:
-        super().__init__(
-            create_agent,
-            self.conduct,
-            agent_idle_timeout=settings.idle_timeout_seconds,
-            max_concurrent_sessions=settings.max_concurrent_interviews,
-            max_sessions_per_call=1,
-            max_session_duration_seconds=settings.max_interview_minutes * 60,
-            registry=SessionRegistry(RedisSessionKVStore(url=settings.redis_url)) if settings.redis_url else None,
-        )
+    def __init__(self, settings: Settings) -> None:
+        limits = {"max_concurrent_sessions": settings.max_concurrent_interviews, "max_sessions_per_call": 1}
+        limits |= {"max_session_duration_seconds": settings.max_interview_minutes * 60}
+        registry = SessionRegistry(RedisSessionKVStore(url=settings.redis_url)) if settings.redis_url else None
+        super().__init__(self.create_agent, self.conduct, settings.idle_timeout_seconds, registry=registry, **limits)
         self.settings, self.directory = settings, settings.transcript_dir
+        # One OpenAI client for every interviewer (the plugin never closes the one it would make per agent), bounded:
+        # its defaults (600 s, two retries) would hold an unanswered interview for half an hour.
+        self.client = AsyncOpenAI(api_key=settings.openai_api_key.get_secret_value(), timeout=10, max_retries=1)
         self.bucket = storage.Client().bucket(settings.gcs_bucket) if settings.gcs_bucket else None
         # What an earlier run or a failed upload left on disk goes to GCS, in the background.
-        threading.Thread(target=self.upload, args=[self.directory.rglob("*.json")], daemon=True).start()
+        threading.Thread(target=self.upload, args=[list(self.directory.rglob("*.json"))], daemon=True).start()
+
+    def create_agent(self) -> Agent:
+        """An interviewer: its own copy of the session (the plugin writes into it), on an audio-only Stream edge."""
+        llm = Interviewer(client=self.client, send_video=False, realtime_session=copy.deepcopy(SESSION))
+        user = User(id="ai-interviewer", name="AI Interviewer")
+        # The interviewer picks whom it hears, also as the Agent's multi-speaker filter (no Silero VAD model needed).
+        return Agent(edge=AudioOnlyEdge(), llm=llm, agent_user=user, multi_speaker_filter=llm)
 
     async def stop(self) -> None:
         """Live interviews go on until they end or DRAIN_TIMEOUT_SECONDS has passed; the launcher then ends the rest."""
@@ -120,8 +142,12 @@ class Interviews(AgentLauncher):
 
     async def conduct(self, agent: Agent, call_type: str, call_id: str) -> None:
         """The invited interview until it ends, whatever ends it; its transcript is kept, always."""
-        invite, started_at, ended, llm = INVITE.get(), datetime.now(UTC), asyncio.Event(), agent.llm
+        invite, started_at, llm, ended = INVITE.get(), datetime.now(UTC), agent.llm, asyncio.Queue()  # why it ended
         llm.candidate, llm.heard, llm.lines, reason, error = invite.candidate_user_id, asyncio.Event(), {}, None, None
+        path = self.directory / f"{call_type}/{call_id}/{agent.id}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pc = llm.rtc.pc  # the plugin only logs a lost connection (rtc_manager.py: "Reconnection ... not easy")
+        pc.on("connectionstatechange", lambda: pc.connectionState in ("failed", "closed") and ended.put_nowait("error"))
         # Vision-Agents 0.6.9: Agent's CallEndedEvent handler awaits close(), which cancels that very handler task,
         # so both wait forever (agents.py on_call_ended); the closure is reachable only through the private map.
         for handler in list(agent.events._handlers.get(CallEndedEvent.type, {})):
@@ -130,24 +156,27 @@ class Interviews(AgentLauncher):
 
         @agent.events.subscribe
         async def on_call_ended(_: CallEndedEvent) -> None:
-            ended.set()
+            ended.put_nowait("call_ended")
 
         try:
-            data = invite.model_dump_json(include={"candidate_name", "job_title", "questions"}).translate(NEUTRAL)
-            llm.set_instructions(PROMPT.format(settings=self.settings, data=data))
+            data = invite.model_dump_json(include={"candidate_name", "job_title", "questions"})
+            llm.set_instructions(PROMPT.format(settings=self.settings, data=data.translate(NEUTRAL)))
             async with agent.join(await agent.create_call(call_type, call_id), participant_wait_timeout=0):
-                pc = llm.rtc.pc  # the plugin only logs a lost connection (rtc_manager.py: "Reconnection ... not easy")
-                pc.on("connectionstatechange", lambda: pc.connectionState in ("failed", "closed") and ended.set())
-                # getstream's paced tracks hold 30 s (to OpenAI) and 300 s (to Stream): a loop stall would add for good.
-                for track in (agent._audio_track, llm.rtc._audio_to_openai_track):  # so hold 40 ms, as a real-time call
-                    track._max_samples = track.sample_rate // 25
+                # getstream's paced tracks hold 300 s (to Stream) and 30 s (to OpenAI): a loop stall would add for good.
+                # So 40 ms towards the candidate, as a real-time call; 100 ms towards OpenAI, a cushion that a network
+                # stall fills once (the track sends silence when it runs dry) and that then absorbs the next ones.
+                agent._audio_track._max_samples = agent._audio_track.sample_rate // 25
+                llm.rtc._audio_to_openai_track._max_samples = llm.rtc._audio_to_openai_track.sample_rate // 10
                 # Cancelled by the launcher (idle, time limit, close request, shutdown), or no candidate came in time.
                 with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                     await asyncio.wait_for(llm.heard.wait(), self.settings.idle_timeout_seconds)
                     await agent.simple_response("Greet the candidate by name and begin the interview.")
-                    await ended.wait()
-                    reason = "call_ended"
-                reason = reason or ("stopped" if llm.heard.is_set() else "no_show")
+                    reason = await ended.get()
+                # The launcher says why it cancels only in its log: the first of these that holds.
+                causes = {"shutdown": not self._running, "no_show": not llm.heard.is_set()}
+                causes |= {"time_limit": agent.on_call_for() >= self.settings.max_interview_minutes * 60}
+                causes |= {"candidate_left": agent.idle_for() >= self.settings.idle_timeout_seconds}
+                reason = reason or next((cause for cause, held in causes.items() if held), "closed")
                 if pc.connectionState in ("failed", "closed"):
                     raise ConnectionError("the OpenAI connection was lost")
                 await llm.rtc._send_event({"type": "input_audio_buffer.commit"})  # the plugin has no public commit
@@ -156,16 +185,14 @@ class Interviews(AgentLauncher):
             reason, error = "error", f"{type(exc).__name__}: {exc}"
             log.error("interview %s on call %s failed: %s", agent.id, call_id, error)
         finally:  # on the loop, written whole then renamed: nothing can skip it, a crash never leaves half of it
-            doc = {"version": 3, "interview_id": agent.id} | invite.model_dump(exclude={"questions"})
+            doc = {"version": 4, "interview_id": agent.id} | invite.model_dump(exclude={"questions"})
             doc |= {"started_at": started_at.isoformat(), "ended_at": datetime.now(UTC).isoformat()}
             doc |= {"end_reason": reason, "error": error, "messages": [x for x in llm.lines.values() if x["text"]]}
-            temporary = self.directory / f"{call_type}/{call_id}/{agent.id}.json.tmp"
-            temporary.parent.mkdir(parents=True, exist_ok=True)
-            temporary.write_text(json.dumps(doc, ensure_ascii=False, indent=1))
+            path.with_suffix(".tmp").write_text(json.dumps(doc, ensure_ascii=False, indent=1))
             # Then offered to GCS, if there is a bucket; else TRANSCRIPT_DIR is where it stays.
-            await asyncio.to_thread(self.upload, [temporary.replace(temporary.with_suffix(""))])
+            await asyncio.to_thread(self.upload, [path.with_suffix(".tmp").replace(path)])
 
-    def upload(self, paths: Iterable[Path]) -> None:
+    def upload(self, paths: list[Path]) -> None:
         """Blocking, with the client's own retries; the local copy goes only once GCS has the transcript."""
         for path in paths if self.bucket else []:
             blob = self.bucket.blob("transcripts/" + path.relative_to(self.directory).as_posix())  # type: ignore[union-attr]

@@ -1,39 +1,25 @@
 """interview-agent: the HTTP contract the platform's backend codes against, on Vision-Agents' Runner."""
 
-import copy
 import hmac
 import logging
-from collections.abc import Callable
 from typing import Annotated, Any
 
+from dotenv import load_dotenv
 from fastapi import Depends, HTTPException
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from openai import AsyncOpenAI
-from vision_agents.core import Agent, Runner, ServeOptions, User
+from vision_agents.core import Runner, ServeOptions
 from vision_agents.core.agents.exceptions import MaxConcurrentSessionsExceeded, MaxSessionsPerCallExceeded
 
-from config import Settings, load_settings
-from interview import INVITE, SESSION, AudioOnlyEdge, Interviewer, Interviews, Invite
+from config import Settings
+from interview import INVITE, Interviews, Invite
 
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(HTTPBearer(auto_error=False))]
-Factory = Callable[[], Any] | None  # a test's stand-in for the Stream edge or the OpenAI Realtime LLM
 REFUSED: dict[int | str, Any] = {code: {"model": dict[str, str]} for code in (401, 409, 429)}  # {"detail": "..."}
 
 
-def create_runner(settings: Settings, make_edge: Factory = None, make_llm: Factory = None) -> Runner:
-    """The service; `make_edge` and `make_llm` build each interviewer's Stream edge and OpenAI Realtime LLM."""
-    # One OpenAI client for every interviewer (the plugin never closes the one it would make per agent), bounded:
-    # its defaults (600 s, two retries) would hold an unanswered interview for half an hour.
-    client = AsyncOpenAI(api_key=settings.openai_api_key.get_secret_value(), timeout=10, max_retries=1)
-
-    def create_agent() -> Agent:
-        session = copy.deepcopy(SESSION)  # the plugin writes into the session it is given
-        llm = make_llm() if make_llm else Interviewer(client=client, send_video=False, realtime_session=session)
-        user = User(id="ai-interviewer", name="AI Interviewer")
-        # The interviewer picks whom it hears, also as the Agent's multi-speaker filter (no Silero VAD model needed).
-        return Agent(edge=(make_edge or AudioOnlyEdge)(), llm=llm, agent_user=user, multi_speaker_filter=llm)
-
-    launcher = Interviews(settings, create_agent)
+def create_runner(settings: Settings) -> Runner:
+    """The service: POST /interviews and the bearer token, on Vision-Agents' Runner and this process's interviews."""
+    launcher = Interviews(settings)
 
     def authorized(credentials: Credentials) -> None:
         token = settings.api_token.get_secret_value().encode()
@@ -61,7 +47,8 @@ def create_runner(settings: Settings, make_edge: Factory = None, make_llm: Facto
 
 
 def main() -> None:
-    settings = load_settings()
+    load_dotenv(".env")  # the working directory's; the Stream SDK reads its credentials from the environment
+    settings = Settings()  # pydantic's ValidationError names every bad setting
     level = settings.log_level.upper()
     # Libraries log instructions (candidate data), transcripts and tokens below WARNING: LOG_LEVEL is for ours alone.
     logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")

