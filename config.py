@@ -1,7 +1,6 @@
 """Settings, read from the environment and `.env`; a bad setting stops the service before it starts."""
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings
@@ -21,4 +20,4 @@ class Settings(BaseSettings, hide_input_in_errors=True, env_ignore_empty=True): 
     redis_url: str | None = None
     host: str = "0.0.0.0"  # noqa: S104 (a container must listen on every interface)
     port: int = Field(8000, ge=1, le=65535)
-    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    log_level: str = Field("info", pattern="^(critical|error|warning|info|debug)$")

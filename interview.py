@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import copy
+import functools
 import json
 import logging
 import threading
@@ -11,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 from aiortc import jitterbuffer, rtcrtpreceiver
 from getstream.video.rtc.signaling import WebSocketClient
 from getstream.video.rtc.tracks import TrackSubscriptionConfig, TrackType
@@ -21,7 +23,6 @@ from openai.types.realtime import RealtimeSessionCreateRequestParam
 from pydantic import BaseModel, Field, StringConstraints, TypeAdapter
 from vision_agents.core import Agent, AgentLauncher, RedisSessionKVStore, SessionRegistry, User
 from vision_agents.core.edge.events import CallEndedEvent
-from vision_agents.core.utils.audio_filter import AudioFilter
 from vision_agents.plugins import getstream, openai
 
 from config import Settings
@@ -54,6 +55,9 @@ INVITE: ContextVar[Invite] = ContextVar("invite")
 # interview's audio at each leave (signaling.py, close); the same close in a thread of its own blocks nobody.
 blocking_close = WebSocketClient.close
 WebSocketClient.close = lambda self: threading.Thread(target=blocking_close, args=(self,), daemon=True).start()  # type: ignore[method-assign]
+# getstream builds about five httpx clients per join (base.py, stream.py), each loading certifi's CA bundle into an
+# SSLContext of its own on the event loop (httpx/_transports/default.py): 30-55 ms of every live interview's audio.
+httpx._transports.default.create_ssl_context = functools.cache(httpx.create_ssl_context)  # type: ignore[attr-defined]
 
 
 class AudioBuffer(jitterbuffer.JitterBuffer):
@@ -77,10 +81,11 @@ class AudioOnlyEdge(getstream.Edge):
         return TrackSubscriptionConfig(track_types=[TrackType.TRACK_TYPE_AUDIO])
 
 
-class Interviewer(openai.Realtime, AudioFilter):
-    """One interview's OpenAI Realtime session, and the Agent's multi-speaker filter too: whether alone on the call
-    or not, it hears the Stream user `candidate` alone, and sets `heard` once it has. `lines` is what was said, by
-    OpenAI's item id, in the order it was spoken (OpenAI transcribes the candidate's turn after the reply may begin)."""
+class Interviewer(openai.Realtime):
+    """One interview's OpenAI Realtime session, and the Agent's multi-speaker filter too (an `AudioFilter` by its two
+    methods, `process_audio` and `clear`): whether alone on the call or not, it hears the Stream user `candidate` alone,
+    and sets `heard` once it has. `lines` is what was said, by OpenAI's item id, in the order it was spoken (OpenAI
+    transcribes the candidate's turn after the reply may begin)."""
 
     async def process_audio(self, pcm: Any, participant: Any) -> None:  # as a filter: None, all it needed is sent
         if participant.user_id == self.candidate:
