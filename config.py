@@ -13,7 +13,7 @@ class Settings(BaseSettings, hide_input_in_errors=True, env_ignore_empty=True): 
     api_token: SecretStr = Field(min_length=16)
     gcs_bucket: str | None = None
     transcript_dir: Path = Path("transcripts")
-    max_concurrent_interviews: int = Field(4, gt=0)  # one process, one core: kept up with 5 (BENCHMARKS.md)
+    max_concurrent_interviews: int = Field(4, gt=0)  # one process, one core: kept up with 6 (BENCHMARKS.md)
     max_interview_minutes: float = Field(30, gt=0, le=55)  # an OpenAI Realtime session lasts 60 minutes at most
     idle_timeout_seconds: float = Field(60, gt=0)
     drain_timeout_seconds: float = Field(5, ge=0)  # a plain `docker stop` (10 s) still stores every transcript
