@@ -11,7 +11,7 @@ RUN --mount=type=cache,target=/root/.cache/uv \
     --mount=type=bind,source=uv.lock,target=/app/uv.lock \
     --mount=type=bind,source=pyproject.toml,target=/app/pyproject.toml \
     uv sync --locked --no-dev --no-install-project
-COPY *.py interviewer_prompt.md interviewer_session.json /code/
+COPY *.py interviewer_prompt.md interviewer_session.json interviewer_wrap_up.json /code/
 RUN python -m compileall -q -d /app /code
 
 FROM python:3.11-slim

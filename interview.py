@@ -3,7 +3,6 @@
 import asyncio
 import contextlib
 import copy
-import functools
 import json
 import logging
 import threading
@@ -12,14 +11,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 from aiortc import jitterbuffer, rtcrtpreceiver
 from getstream.video.rtc.signaling import WebSocketClient
 from getstream.video.rtc.tracks import TrackSubscriptionConfig, TrackType
 from google.api_core.exceptions import PreconditionFailed
 from google.cloud import storage
 from openai import AsyncOpenAI
-from openai.types.realtime import RealtimeSessionCreateRequestParam
+from openai.types.realtime import ConversationItemCreateEvent, RealtimeSessionCreateRequestParam
 from pydantic import BaseModel, Field, StringConstraints, TypeAdapter
 from vision_agents.core import Agent, AgentLauncher, RedisSessionKVStore, SessionRegistry, User
 from vision_agents.core.edge.events import CallEndedEvent
@@ -37,6 +35,8 @@ UPLOAD_RETRY = storage.retry.DEFAULT_RETRY.with_timeout(20)  # GCS's own retry p
 
 # The interviewer's OpenAI Realtime session, checked against OpenAI's types at start-up: a bad file stops the service.
 SESSION = TypeAdapter(RealtimeSessionCreateRequestParam).validate_json((HERE / "interviewer_session.json").read_bytes())
+# What the interviewer is told WRAP_UP_SECONDS before the limit, checked as OpenAI's event: a system message, no reply.
+WRAP_UP = ConversationItemCreateEvent.model_validate_json((HERE / "interviewer_wrap_up.json").read_bytes())
 
 
 class Invite(BaseModel, extra="forbid"):
@@ -46,6 +46,7 @@ class Invite(BaseModel, extra="forbid"):
     candidate_name: str = Field(min_length=1, max_length=200)
     job_title: str = Field(min_length=1, max_length=200)
     questions: list[Annotated[str, StringConstraints(min_length=1, max_length=1000)]] = Field([], max_length=30)
+    language: str = Field("en", pattern=r"^[a-z]{2}$")  # ISO 639-1: the interview's, and its transcription's
 
 
 # Set by POST /interviews just before AgentLauncher.start_session, whose session task starts with a copy of it.
@@ -55,9 +56,6 @@ INVITE: ContextVar[Invite] = ContextVar("invite")
 # interview's audio at each leave (signaling.py, close); the same close in a thread of its own blocks nobody.
 blocking_close = WebSocketClient.close
 WebSocketClient.close = lambda self: threading.Thread(target=blocking_close, args=(self,), daemon=True).start()  # type: ignore[method-assign]
-# getstream builds about five httpx clients per join (base.py, stream.py), each loading certifi's CA bundle into an
-# SSLContext of its own on the event loop (httpx/_transports/default.py): 30-55 ms of every live interview's audio.
-httpx._transports.default.create_ssl_context = functools.cache(httpx.create_ssl_context)  # type: ignore[attr-defined]
 
 
 class AudioBuffer(jitterbuffer.JitterBuffer):
@@ -121,10 +119,10 @@ class Interviews(AgentLauncher):
 
     def __init__(self, settings: Settings) -> None:
         limits = {"max_concurrent_sessions": settings.max_concurrent_interviews, "max_sessions_per_call": 1}
-        limits |= {"max_session_duration_seconds": settings.max_interview_minutes * 60}
         registry = SessionRegistry(RedisSessionKVStore(url=settings.redis_url)) if settings.redis_url else None
         super().__init__(self.create_agent, self.conduct, settings.idle_timeout_seconds, registry=registry, **limits)
         self.settings, self.directory = settings, settings.transcript_dir
+        self.limit = settings.max_interview_minutes * 60
         # One OpenAI client for every interviewer (the plugin never closes the one it would make per agent), bounded:
         # its defaults (600 s, two retries) would hold an unanswered interview for half an hour.
         self.client = AsyncOpenAI(api_key=settings.openai_api_key.get_secret_value(), timeout=10, max_retries=1)
@@ -151,35 +149,38 @@ class Interviews(AgentLauncher):
         llm.candidate, llm.heard, llm.lines, reason, error = invite.candidate_user_id, asyncio.Event(), {}, None, None
         path = self.directory / f"{call_type}/{call_id}/{agent.id}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
+        # The service's own clock, not the launcher's: the wrap-up (at once, if longer than the interview), the limit.
+        asyncio.get_running_loop().call_later(self.limit - self.settings.wrap_up_seconds, ended.put_nowait, "wrap_up")
+        asyncio.get_running_loop().call_later(self.limit, ended.put_nowait, "time_limit")
         pc = llm.rtc.pc  # the plugin only logs a lost connection (rtc_manager.py: "Reconnection ... not easy")
         pc.on("connectionstatechange", lambda: pc.connectionState in ("failed", "closed") and ended.put_nowait("error"))
         # Vision-Agents 0.6.9: Agent's CallEndedEvent handler awaits close(), which cancels that very handler task,
         # so both wait forever (agents.py on_call_ended); the closure is reachable only through the private map.
-        for handler in list(agent.events._handlers.get(CallEndedEvent.type, {})):
-            if handler.__qualname__.startswith("Agent."):
-                agent.events.unsubscribe(handler)
+        handlers = agent.events._handlers[CallEndedEvent.type]
+        agent.events.unsubscribe(next(handler for handler in handlers if "Agent" in handler.__qualname__))
 
         @agent.events.subscribe
         async def on_call_ended(_: CallEndedEvent) -> None:
             ended.put_nowait("call_ended")
 
         try:
-            data = invite.model_dump_json(include={"candidate_name", "job_title", "questions"})
+            data = invite.model_dump_json(include={"candidate_name", "job_title", "questions", "language"})
             llm.set_instructions(PROMPT.format(settings=self.settings, data=data.translate(NEUTRAL)))
+            llm.realtime_session["audio"]["input"]["transcription"]["language"] = invite.language  # sent at the join
             async with agent.join(await agent.create_call(call_type, call_id), participant_wait_timeout=0):
                 # getstream's paced tracks hold 300 s (to Stream) and 30 s (to OpenAI): a loop stall would add for good.
                 # So 40 ms towards the candidate, as a real-time call; 100 ms towards OpenAI, a cushion that a network
                 # stall fills once (the track sends silence when it runs dry) and that then absorbs the next ones.
                 agent._audio_track._max_samples = agent._audio_track.sample_rate // 25
                 llm.rtc._audio_to_openai_track._max_samples = llm.rtc._audio_to_openai_track.sample_rate // 10
-                # Cancelled by the launcher (idle, time limit, close request, shutdown), or no candidate came in time.
+                # Cancelled by the launcher (idle, close request, shutdown), or no candidate came in time.
                 with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                     await asyncio.wait_for(llm.heard.wait(), self.settings.idle_timeout_seconds)
                     await agent.simple_response("Greet the candidate by name and begin the interview.")
-                    reason = await ended.get()
+                    while (reason := await ended.get()) == "wrap_up":  # read at its next turn: nobody is cut off
+                        await llm.rtc._send_event(WRAP_UP.model_dump(exclude_unset=True))  # as the file says it
                 # The launcher says why it cancels only in its log: the first of these that holds.
                 causes = {"shutdown": not self._running, "no_show": not llm.heard.is_set()}
-                causes |= {"time_limit": agent.on_call_for() >= self.settings.max_interview_minutes * 60}
                 causes |= {"candidate_left": agent.idle_for() >= self.settings.idle_timeout_seconds}
                 reason = reason or next((cause for cause, held in causes.items() if held), "closed")
                 if pc.connectionState in ("failed", "closed"):
@@ -190,7 +191,7 @@ class Interviews(AgentLauncher):
             reason, error = "error", f"{type(exc).__name__}: {exc}"
             log.error("interview %s on call %s failed: %s", agent.id, call_id, error)
         finally:  # on the loop, written whole then renamed: nothing can skip it, a crash never leaves half of it
-            doc = {"version": 4, "interview_id": agent.id} | invite.model_dump(exclude={"questions"})
+            doc = {"version": 5, "interview_id": agent.id} | invite.model_dump(exclude={"questions"})
             doc |= {"started_at": started_at.isoformat(), "ended_at": datetime.now(UTC).isoformat()}
             doc |= {"end_reason": reason, "error": error, "messages": [x for x in llm.lines.values() if x["text"]]}
             path.with_suffix(".tmp").write_text(json.dumps(doc, ensure_ascii=False, indent=1))

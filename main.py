@@ -21,9 +21,8 @@ def create_runner(settings: Settings) -> Runner:
     """The service: POST /interviews and the bearer token, on Vision-Agents' Runner and this process's interviews."""
     launcher = Interviews(settings)
 
-    def authorized(credentials: Credentials) -> None:
-        token = settings.api_token.get_secret_value().encode()
-        if not credentials or not hmac.compare_digest(credentials.credentials.encode(), token):
+    def authorized(bearer: Credentials) -> None:
+        if not bearer or not hmac.compare_digest(bearer.credentials.encode(), settings.api_token.get_secret_value()):
             raise HTTPException(401, "Send 'Authorization: Bearer <API_TOKEN>'", {"WWW-Authenticate": "Bearer"})
 
     def by_invite_only() -> None:
@@ -49,11 +48,10 @@ def create_runner(settings: Settings) -> Runner:
 def main() -> None:
     load_dotenv(".env")  # the working directory's; the Stream SDK reads its credentials from the environment
     settings = Settings()  # pydantic's ValidationError names every bad setting
-    level = settings.log_level.upper()
     # Libraries log instructions (candidate data), transcripts and tokens below WARNING: LOG_LEVEL is for ours alone.
     logging.basicConfig(level="WARNING", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("interview_agent").setLevel(level)
-    create_runner(settings).serve(settings.host, settings.port, agents_log_level="WARNING", http_log_level=level)
+    logging.getLogger("interview_agent").setLevel(settings.log_level.upper())
+    create_runner(settings).serve(settings.host, settings.port, "WARNING", http_log_level=settings.log_level)
 
 
 if __name__ == "__main__":

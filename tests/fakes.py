@@ -6,6 +6,7 @@ Realtime base class's helpers. Each fake registers itself by call id so a test c
 """
 
 import asyncio
+import copy
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from vision_agents.core.edge.events import AudioReceivedEvent, CallEndedEvent
 from vision_agents.core.edge.types import Connection, Participant, User
 from vision_agents.core.llm.llm import LLMResponseFinal
 from vision_agents.core.llm.realtime import Realtime
+
+from interview import SESSION
 
 CANDIDATE = Participant(original=None, user_id="candidate-7", id="candidate-7-session")
 
@@ -168,7 +171,8 @@ class FakeRealtime(Realtime):
     """OpenAI Realtime's role, in-process, with the service's `Interviewer` interface: it hears the `candidate` alone
     (also as the agent's multi-speaker filter), sets `heard`, has the plugin's `rtc.pc` (connection state) and
     `rtc._send_event`; records prompts, audio and events sent, emits transcriptions on request, and keeps `lines`, the
-    transcript the service stores, as the Interviewer does (one per OpenAI item, in the order spoken)."""
+    transcript the service stores, as the Interviewer does (one per OpenAI item, in the order spoken); its session
+    config is `interviewer_session.json`, as the plugin's."""
 
     def __init__(self, fail_connect: str | None = None) -> None:
         super().__init__()
@@ -177,6 +181,7 @@ class FakeRealtime(Realtime):
         self.audio_frames = 0
         self.closed = False
         self.candidate, self.heard, self.lines = "", asyncio.Event(), {}
+        self.realtime_session = copy.deepcopy(SESSION)  # the plugin's copy, which the service writes the language into
         self.rtc = FakeRtc()
 
     async def connect(self) -> None:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tokenize
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -120,18 +121,36 @@ def test_a_copied_env_example_with_nothing_filled_in_names_every_required_settin
     assert "Missing credentials" not in result.stderr and "api_key is required" not in result.stderr
 
 
-def test_a_bad_interviewer_session_file_stops_the_service_before_it_serves(tmp_path):
-    """`interviewer_session.json` is checked against OpenAI's types at start-up: the error names the file and field."""
-    for name in ("main.py", "config.py", "interview.py", "interviewer_prompt.md"):
-        (tmp_path / name).write_bytes((ROOT / name).read_bytes())
-    session = json.loads((ROOT / "interviewer_session.json").read_text())
-    session["audio"]["input"]["turn_detection"]["eagerness"] = "sleepy"
-    (tmp_path / "interviewer_session.json").write_text(json.dumps(session))
+def serve_with_a_changed_file(tmp_path: Path, name: str, change: Any) -> subprocess.CompletedProcess[str]:
+    """`main.py` started from a copy of the service in which the JSON file `name` was changed by `change`."""
+    for file in ("main.py", "config.py", "interview.py", "interviewer_prompt.md", *DATA):
+        (tmp_path / file).write_bytes((ROOT / file).read_bytes())
+    document = json.loads((ROOT / name).read_text())
+    change(document)
+    (tmp_path / name).write_text(json.dumps(document))
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "API_TOKEN": TOKEN, "STREAM_API_KEY": "k"}
     env |= {"STREAM_API_SECRET": "s", "OPENAI_API_KEY": "sk-x", "PORT": "9", "HOST": "127.0.0.1"}
-    result = subprocess.run(
+    return subprocess.run(
         [sys.executable, "main.py"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+
+
+DATA = ("interviewer_session.json", "interviewer_wrap_up.json")
+
+
+def test_a_bad_interviewer_session_file_stops_the_service_before_it_serves(tmp_path):
+    """`interviewer_session.json` is checked against OpenAI's types at start-up: the error names the file and field."""
+    result = serve_with_a_changed_file(
+        tmp_path, "interviewer_session.json", lambda s: s["audio"]["input"]["turn_detection"].update(eagerness="sleepy")
     )
     assert result.returncode != 0 and "interviewer_session.json" in result.stderr, result.stderr
     assert "turn_detection.SemanticVad.eagerness" in result.stderr and "'low', 'medium', 'high'" in result.stderr
+    assert "Uvicorn running" not in result.stderr and "Started server" not in result.stderr
+
+
+def test_a_bad_wrap_up_file_stops_the_service_before_it_serves(tmp_path):
+    """`interviewer_wrap_up.json` is checked against OpenAI's event type at start-up, naming the file and the field."""
+    result = serve_with_a_changed_file(tmp_path, "interviewer_wrap_up.json", lambda e: e["item"].update(role="sistem"))
+    assert result.returncode != 0 and "interviewer_wrap_up.json" in result.stderr, result.stderr
+    assert "item.RealtimeConversationItemSystemMessage.role" in result.stderr, result.stderr
     assert "Uvicorn running" not in result.stderr and "Started server" not in result.stderr

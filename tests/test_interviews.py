@@ -7,8 +7,11 @@ from datetime import datetime
 import httpx
 import pytest
 
+from interview import WRAP_UP as WRAP_UP_EVENT
 from tests.conftest import AUTH, BUCKET, TOKEN, interviewers_built_with, invite_body, running, stored_transcript
 from tests.fakes import CALLS, CANDIDATE, CallScript, FakeEdge, wait_until
+
+WRAP_UP = WRAP_UP_EVENT.model_dump(exclude_unset=True)  # as it is sent: what `interviewer_wrap_up.json` says
 
 
 def session_url(accepted: dict) -> str:
@@ -49,9 +52,10 @@ async def test_happy_path_stores_the_whole_conversation_in_gcs(gcs, make_setting
         await wait_until(lambda: edge.agent.closed)  # the call-ended path does not hang (upstream 0.6.9 bug)
         await wait_until(lambda: not list(settings.transcript_dir.rglob("*.json")))  # GCS has it: local copy gone
 
-    assert doc["version"] == 4 and doc["end_reason"] == "call_ended" and doc["error"] is None
+    assert doc["version"] == 5 and doc["end_reason"] == "call_ended" and doc["error"] is None
     assert doc["interview_id"] == accepted["interview_id"] and doc["candidate_name"] == "Ada Lovelace"
     assert doc["job_title"] == "Backend Engineer" and (doc["call_id"], doc["call_type"]) == ("happy-1", "default")
+    assert doc["language"] == "en"  # the invite's, by default
     assert doc["ended_at"] >= doc["started_at"] and doc["candidate_user_id"] == CANDIDATE.user_id
     assert [(m["role"], m["text"]) for m in doc["messages"]] == [
         ("interviewer", "Hello Ada, welcome. Tell us about your background."),
@@ -97,6 +101,31 @@ async def test_time_limit_ends_the_interview_and_keeps_the_candidates_last_words
     duration = datetime.fromisoformat(doc["ended_at"]) - datetime.fromisoformat(doc["started_at"])
     assert doc["end_reason"] == "time_limit" and 2.5 < duration.total_seconds() < 12
     assert [(m["role"], m["text"]) for m in doc["messages"]] == [("candidate", "And that is how I would shard it.")]
+
+
+async def test_the_interviewer_is_told_to_wrap_up_before_the_limit_and_the_limit_ends_it(make_settings):
+    """WRAP_UP_SECONDS before MAX_INTERVIEW_MINUTES the interviewer is told to close (a system message, no response
+    asked); a model that ignores it is ended at the limit."""
+    settings = make_settings(max_interview_minutes=0.12, wrap_up_seconds=4)  # 7.2 s: the wrap-up at 3.2 s
+    async with running(settings) as (client, launcher):
+        accepted = (await client.post("/interviews", json=invite_body("wrap-1"))).json()
+        edge = await CALLS.wait_joined("wrap-1")
+        assert WRAP_UP not in edge.llm.rtc.sent  # greeted, and not yet told to wrap up
+        await wait_until(lambda: WRAP_UP in edge.llm.rtc.sent, timeout=10)
+        assert launcher.get_session(accepted["interview_id"]) is not None  # told while the interview goes on
+        doc = await stored_transcript(None, accepted, timeout=15)
+    assert [event["type"] for event in edge.llm.rtc.sent] == ["conversation.item.create", "input_audio_buffer.commit"]
+    assert WRAP_UP["item"]["role"] == "system" and "no new question" in WRAP_UP["item"]["content"][0]["text"]
+    assert doc["end_reason"] == "time_limit"
+
+
+async def test_a_wrap_up_longer_than_the_interview_is_told_at_once(make_settings):
+    async with running(make_settings(max_interview_minutes=0.05, wrap_up_seconds=600)) as (client, _):
+        accepted = (await client.post("/interviews", json=invite_body("wrap-2"))).json()
+        edge = await CALLS.wait_joined("wrap-2")
+        await wait_until(lambda: WRAP_UP in edge.llm.rtc.sent, timeout=2)  # the limit is 3 s away
+        doc = await stored_transcript(None, accepted, timeout=15)
+    assert doc["end_reason"] == "time_limit"
 
 
 async def test_the_interviewer_does_not_greet_an_empty_room(make_settings):
@@ -207,6 +236,10 @@ async def test_browsers_get_no_cors_grant(make_settings):
         {"questions": ["q"] * 31},
         {"questions": ["q" * 1001]},
         {"questons": ["misspelt field"]},
+        {"language": "EN"},
+        {"language": "spa"},
+        {"language": ""},
+        {"language": None},
     ],
 )
 async def test_invalid_invites_are_refused_with_422(make_settings, change):

@@ -138,7 +138,7 @@ async def test_the_candidates_last_words_after_the_call_ended_are_kept(standin, 
         standin.candidate_said("Yes: when can I start?")  # OpenAI's transcription of the turn the call cut short
         doc = await stored_transcript(None, accepted, timeout=15)
 
-    assert doc["version"] == 4 and doc["end_reason"] == "call_ended" and doc["error"] is None, doc
+    assert doc["version"] == 5 and doc["end_reason"] == "call_ended" and doc["error"] is None, doc
     assert doc["candidate_user_id"] == CANDIDATE.user_id
     assert [(m["role"], m["text"]) for m in doc["messages"]] == [
         ("interviewer", "Any questions for us?"),
@@ -218,7 +218,7 @@ async def test_only_the_candidates_audio_reaches_openai(standin, make_settings):
 async def test_two_interviews_at_once_each_send_their_own_instructions_and_no_video(standin, make_settings):
     """The plugin mutates the session dict it is given: each interviewer must have its own."""
     async with running(make_settings(), make_llm=None) as (client, _):
-        first = await start(client, "of-cfg-a", candidate_name="Ada Lovelace")
+        first = await start(client, "of-cfg-a", candidate_name="Ada Lovelace", language="es")
         second = await start(client, "of-cfg-b", candidate_name="Grace Hopper")
         await wait_until(lambda: len(standin.offers) == 2, timeout=20)
         for call_id in ("of-cfg-a", "of-cfg-b"):
@@ -229,6 +229,14 @@ async def test_two_interviews_at_once_each_send_their_own_instructions_and_no_vi
     assert all(session["audio"]["input"]["transcription"].get("model") for session in standin.offers)
     names = [("Ada Lovelace" in s["instructions"], "Grace Hopper" in s["instructions"]) for s in standin.offers]
     assert sorted(names) == [(False, True), (True, False)], names
+    # Each interview's language, in its transcription and told to its interviewer; the default is English.
+    languages = {
+        s["instructions"].count("Ada Lovelace"): s["audio"]["input"]["transcription"]["language"]
+        for s in standin.offers
+    }
+    assert languages == {1: "es", 0: "en"}, languages
+    for session in standin.offers:
+        assert f'"language":"{session["audio"]["input"]["transcription"]["language"]}"' in session["instructions"]
     assert not any(sends_video(sdp) for sdp in standin.offer_sdps)
 
 

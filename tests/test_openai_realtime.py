@@ -58,6 +58,21 @@ async def test_session_config_and_the_interviewer_speaking_first(standin, make_s
     assert spoke_first[-2]["item"]["content"][0]["text"].startswith("Greet the candidate")
 
 
+async def test_the_wrap_up_reaches_openai_as_a_system_message_that_asks_no_response(standin, make_settings):
+    """Told between turns, read at the interviewer's next one: no `response.create`, so a speaking candidate is never
+    cut off. A lead longer than the interview: told once the interview began; the model ignores it: `time_limit`."""
+    async with running(make_settings(max_interview_minutes=0.1, wrap_up_seconds=600), make_llm=None) as (client, _):
+        accepted = (await client.post("/interviews", json=invite_body("rt-wrap"))).json()
+        doc = await stored_transcript(None, accepted, timeout=30)
+
+    events = standin.client_events
+    greeting = [event["type"] for event in events].index("response.create")
+    after = events[greeting + 1 :]
+    assert [event["type"] for event in after] == ["conversation.item.create", "input_audio_buffer.commit"], after
+    assert after[0]["item"]["role"] == "system" and "no new question" in after[0]["item"]["content"][0]["text"]
+    assert doc["end_reason"] == "time_limit"
+
+
 async def test_the_interviewers_voice_reaches_the_call(standin, make_settings):
     """The stand-in speaks for ~2 s after `response.create`: the greeting's audio reaches the agent's outgoing track."""
     async with running(make_settings(), make_llm=None) as (client, _):

@@ -1,4 +1,4 @@
-"""The transcript (version 3) through the whole service: the real `openai.Realtime` plugin against the WebRTC stand-in
+"""The transcript (version 5) through the whole service: the real `openai.Realtime` plugin against the WebRTC stand-in
 sending OpenAI's GA event sequence (item ids, `previous_item_id`), the fake Stream edge feeding the candidate's audio.
 
 OpenAI transcribes a candidate's turn in parallel with the reply to it, so its text may land after the reply's
@@ -154,7 +154,7 @@ async def test_lines_are_in_spoken_order_and_timed_when_speech_began_wherever_th
         {"role": role, "text": text} for role, text in said
     ]  # no `speaker_id`, nothing marked interrupted
     check_times(doc, spoken, standin)
-    assert doc["version"] == 4
+    assert doc["version"] == 5
 
 
 async def test_a_barge_in_marks_the_interrupted_line_and_keeps_the_candidates_late_words(standin, make_settings):
@@ -190,4 +190,4 @@ async def test_a_barge_in_marks_the_interrupted_line_and_keeps_the_candidates_la
     expected[2] |= marks  # the whole generated text, and what of it was played
     assert [{k: v for k, v in m.items() if k != "at"} for m in doc["messages"]] == expected
     check_times(doc, spoken, standin)
-    assert doc["version"] == 4
+    assert doc["version"] == 5
