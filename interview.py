@@ -3,7 +3,6 @@
 import asyncio
 import contextlib
 import copy
-import json
 import logging
 import threading
 from contextvars import ContextVar
@@ -12,10 +11,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from aiortc import jitterbuffer, rtcrtpreceiver
-from getstream.video.rtc.signaling import WebSocketClient
-from getstream.video.rtc.tracks import TrackSubscriptionConfig, TrackType
-from google.api_core.exceptions import PreconditionFailed
-from google.cloud import storage
+from getstream.video.rtc import signaling, tracks
+from google.cloud import exceptions, storage
 from openai import AsyncOpenAI
 from openai.types.realtime import ConversationItemCreateEvent, RealtimeSessionCreateRequestParam
 from pydantic import BaseModel, Field, StringConstraints, TypeAdapter
@@ -54,8 +51,8 @@ INVITE: ContextVar[Invite] = ContextVar("invite")
 
 # getstream 4.3: WebSocketClient.close() joins two threads for up to 2 s each on the event loop, freezing every other
 # interview's audio at each leave (signaling.py, close); the same close in a thread of its own blocks nobody.
-blocking_close = WebSocketClient.close
-WebSocketClient.close = lambda self: threading.Thread(target=blocking_close, args=(self,), daemon=True).start()  # type: ignore[method-assign]
+blocking_close = signaling.WebSocketClient.close
+signaling.WebSocketClient.close = lambda ws: threading.Thread(target=blocking_close, args=(ws,), daemon=True).start()  # type: ignore[method-assign]
 
 
 class AudioBuffer(jitterbuffer.JitterBuffer):
@@ -75,8 +72,8 @@ rtcrtpreceiver.JitterBuffer = AudioBuffer  # the module global aiortc's receiver
 
 
 class AudioOnlyEdge(getstream.Edge):
-    def _get_subscription_config(self) -> TrackSubscriptionConfig:  # the edge's only hook: no video sent or decoded
-        return TrackSubscriptionConfig(track_types=[TrackType.TRACK_TYPE_AUDIO])
+    def _get_subscription_config(self) -> tracks.TrackSubscriptionConfig:  # the edge's only hook: no video at all
+        return tracks.TrackSubscriptionConfig(track_types=[tracks.TrackType.TRACK_TYPE_AUDIO])
 
 
 class Interviewer(openai.Realtime):
@@ -103,6 +100,7 @@ class Interviewer(openai.Realtime):
             role = "interviewer" if kind.startswith("response.") else "candidate"
             line = self.lines.setdefault(item_id, {"role": role, "text": "", "at": datetime.now(UTC).isoformat()})
             line["text"] = event.get("transcript", line["text"])
+            self.journal()
         elif kind == "conversation.item.truncated" and item_id in self.lines:  # OpenAI sends no text of what was heard
             self.lines[item_id] |= {"interrupted": True, "spoken_ms": event["audio_end_ms"]}
         # The plugin logs an error event's message and raises a failed response, text and all, in a task nobody awaits.
@@ -144,13 +142,25 @@ class Interviews(AgentLauncher):
         await super().stop()
 
     async def conduct(self, agent: Agent, call_type: str, call_id: str) -> None:
-        """The invited interview until it ends, whatever ends it; its transcript is kept, always."""
+        """The invited interview until it ends, whatever ends it; its transcript is kept, always, a crash included."""
         invite, started_at, llm, ended = INVITE.get(), datetime.now(UTC), agent.llm, asyncio.Queue()  # why it ended
         llm.candidate, llm.heard, llm.lines, reason, error = invite.candidate_user_id, asyncio.Event(), {}, None, None
         path = self.directory / f"{call_type}/{call_id}/{agent.id}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
+
+        def save(end_reason: str | None) -> Path:
+            """The transcript as it stands, on the loop, written whole then renamed: a crash never leaves half of it."""
+            doc = {"version": 5, "interview_id": agent.id} | invite.model_dump(exclude={"questions"})
+            doc |= {"started_at": started_at.isoformat(), "ended_at": datetime.now(UTC).isoformat()}
+            doc |= {"end_reason": end_reason, "error": error, "messages": [x for x in llm.lines.values() if x["text"]]}
+            path.with_suffix(".tmp").write_bytes(TypeAdapter(dict).dump_json(doc, indent=1))
+            return path.with_suffix(".tmp").replace(path)
+
+        # At each line's first event and final text, until the interview has ended: what a kill -9 or an OOM kill
+        # leaves, stored at the next start-up. (The plugin handles each event in a task: late ones keep the ending.)
+        llm.journal = lambda: save(reason or "crashed")
         # The service's own clock, not the launcher's: the wrap-up (at once, if longer than the interview), the limit.
-        asyncio.get_running_loop().call_later(self.limit - self.settings.wrap_up_seconds, ended.put_nowait, "wrap_up")
+        asyncio.get_running_loop().call_later(self.limit - self.settings.wrap_up_seconds, ended.put_nowait, None)
         asyncio.get_running_loop().call_later(self.limit, ended.put_nowait, "time_limit")
         pc = llm.rtc.pc  # the plugin only logs a lost connection (rtc_manager.py: "Reconnection ... not easy")
         pc.on("connectionstatechange", lambda: pc.connectionState in ("failed", "closed") and ended.put_nowait("error"))
@@ -177,7 +187,7 @@ class Interviews(AgentLauncher):
                 with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                     await asyncio.wait_for(llm.heard.wait(), self.settings.idle_timeout_seconds)
                     await agent.simple_response("Greet the candidate by name and begin the interview.")
-                    while (reason := await ended.get()) == "wrap_up":  # read at its next turn: nobody is cut off
+                    while not (reason := await ended.get()):  # None: time to wrap up, read at its next turn
                         await llm.rtc._send_event(WRAP_UP.model_dump(exclude_unset=True))  # as the file says it
                 # The launcher says why it cancels only in its log: the first of these that holds.
                 causes = {"shutdown": not self._running, "no_show": not llm.heard.is_set()}
@@ -190,20 +200,15 @@ class Interviews(AgentLauncher):
         except Exception as exc:
             reason, error = "error", f"{type(exc).__name__}: {exc}"
             log.error("interview %s on call %s failed: %s", agent.id, call_id, error)
-        finally:  # on the loop, written whole then renamed: nothing can skip it, a crash never leaves half of it
-            doc = {"version": 5, "interview_id": agent.id} | invite.model_dump(exclude={"questions"})
-            doc |= {"started_at": started_at.isoformat(), "ended_at": datetime.now(UTC).isoformat()}
-            doc |= {"end_reason": reason, "error": error, "messages": [x for x in llm.lines.values() if x["text"]]}
-            path.with_suffix(".tmp").write_text(json.dumps(doc, ensure_ascii=False, indent=1))
-            # Then offered to GCS, if there is a bucket; else TRANSCRIPT_DIR is where it stays.
-            await asyncio.to_thread(self.upload, [path.with_suffix(".tmp").replace(path)])
+        finally:  # nothing can skip it; then offered to GCS, if there is a bucket, else TRANSCRIPT_DIR is the store
+            await asyncio.to_thread(self.upload, [save(reason)])
 
     def upload(self, paths: list[Path]) -> None:
         """Blocking, with the client's own retries; the local copy goes only once GCS has the transcript."""
         for path in paths if self.bucket else []:
             blob = self.bucket.blob("transcripts/" + path.relative_to(self.directory).as_posix())  # type: ignore[union-attr]
             try:  # never overwrites: a 412 means an earlier or concurrent attempt already stored this very transcript
-                with contextlib.suppress(PreconditionFailed, FileNotFoundError):
+                with contextlib.suppress(exceptions.PreconditionFailed, FileNotFoundError):
                     blob.upload_from_filename(path, if_generation_match=0, retry=UPLOAD_RETRY, timeout=10)
                 path.unlink(missing_ok=True)
             except Exception as exc:

@@ -19,23 +19,22 @@ REFUSED: dict[int | str, Any] = {code: {"model": dict[str, str]} for code in (40
 
 def create_runner(settings: Settings) -> Runner:
     """The service: POST /interviews and the bearer token, on Vision-Agents' Runner and this process's interviews."""
-    launcher = Interviews(settings)
 
     def authorized(bearer: Credentials) -> None:
         if not bearer or not hmac.compare_digest(bearer.credentials.encode(), settings.api_token.get_secret_value()):
             raise HTTPException(401, "Send 'Authorization: Bearer <API_TOKEN>'", {"WWW-Authenticate": "Bearer"})
 
-    def by_invite_only() -> None:
+    def invite_only() -> None:
         raise HTTPException(405, "Start interviews with POST /interviews: an interview needs the candidate's data")
 
     guards = dict.fromkeys(["can_close_session", "can_view_session", "can_view_metrics"], authorized)
-    runner = Runner(launcher, ServeOptions(cors_allow_origins=(), can_start_session=by_invite_only, **guards))
+    runner = Runner(Interviews(settings), ServeOptions(cors_allow_origins=(), can_start_session=invite_only, **guards))
 
     @runner.fast_api.post("/interviews", status_code=202, dependencies=[Depends(authorized)], responses=REFUSED)
     async def invite(body: Invite) -> dict[str, str]:
         INVITE.set(body)  # uvicorn serves only once the launcher is warmed up, and no longer once it stops
         try:
-            session = await launcher.start_session(body.call_id, body.call_type)
+            session = await runner.fast_api.state.launcher.start_session(body.call_id, body.call_type)
         except MaxSessionsPerCallExceeded:
             raise HTTPException(409, f"An interviewer is already on call {body.call_id}") from None
         except MaxConcurrentSessionsExceeded:

@@ -185,13 +185,14 @@ def transcript_name(accepted: dict[str, Any]) -> str:
 
 async def stored_transcript(where: Any, accepted: dict[str, Any], timeout: float = 10) -> dict[str, Any]:
     """An accepted interview's transcript once it is stored: in GCS (`where` is the FakeGcs), in a TRANSCRIPT_DIR
-    (`where` is its Path), or in the TRANSCRIPT_DIR of the service `running` started last (`where` is None)."""
+    (`where` is its Path), or in the TRANSCRIPT_DIR of the service `running` started last (`where` is None). On disk,
+    the interview's own: while it goes on, the file there is its journal (`crashed`), replaced by it at the end."""
     if isinstance(where, FakeGcs):
         name = "transcripts/" + transcript_name(accepted)
         await wait_until(lambda: name in where.objects(), timeout)
         return json.loads(where.objects()[name])
     path = (where or TRANSCRIPTS["dir"]) / transcript_name(accepted)
-    await wait_until(path.exists, timeout)
+    await wait_until(lambda: path.exists() and json.loads(path.read_bytes())["end_reason"] != "crashed", timeout)
     return json.loads(path.read_bytes())
 
 

@@ -182,6 +182,7 @@ class FakeRealtime(Realtime):
         self.closed = False
         self.candidate, self.heard, self.lines = "", asyncio.Event(), {}
         self.realtime_session = copy.deepcopy(SESSION)  # the plugin's copy, which the service writes the language into
+        self.journal: Any = lambda: None  # the service's, once it conducts the interview: called at each line, as it is
         self.rtc = FakeRtc()
 
     async def connect(self) -> None:
@@ -226,6 +227,7 @@ class FakeRealtime(Realtime):
 
     def line(self, role: str, text: str) -> None:
         self.lines[f"item_{uuid.uuid4().hex[:12]}"] = {"role": role, "text": text, "at": datetime.now(UTC).isoformat()}
+        self.journal()
 
 
 class FakeRtc:

@@ -1,6 +1,7 @@
 """An invite, from the HTTP request to the transcript in storage, with fakes only for Stream and OpenAI."""
 
 import asyncio
+import json
 import logging
 from datetime import datetime
 
@@ -8,7 +9,17 @@ import httpx
 import pytest
 
 from interview import WRAP_UP as WRAP_UP_EVENT
-from tests.conftest import AUTH, BUCKET, TOKEN, interviewers_built_with, invite_body, running, stored_transcript
+from tests.conftest import (
+    AUTH,
+    BUCKET,
+    TOKEN,
+    TRANSCRIPTS,
+    interviewers_built_with,
+    invite_body,
+    running,
+    stored_transcript,
+    transcript_name,
+)
 from tests.fakes import CALLS, CANDIDATE, CallScript, FakeEdge, wait_until
 
 WRAP_UP = WRAP_UP_EVENT.model_dump(exclude_unset=True)  # as it is sent: what `interviewer_wrap_up.json` says
@@ -126,6 +137,31 @@ async def test_a_wrap_up_longer_than_the_interview_is_told_at_once(make_settings
         await wait_until(lambda: WRAP_UP in edge.llm.rtc.sent, timeout=2)  # the limit is 3 s away
         doc = await stored_transcript(None, accepted, timeout=15)
     assert doc["end_reason"] == "time_limit"
+
+
+async def test_each_line_is_on_disk_as_crashed_while_the_interview_goes_on_and_late_lines_keep_the_ending(
+    make_settings,
+):
+    """What a kill -9 would leave: the transcript so far, `crashed`, rewritten at each line. Once the interview has
+    ended, a line handed over late (the plugin handles each event in a task) joins it without undoing its ending."""
+    async with running(make_settings()) as (client, _):
+        accepted = (await client.post("/interviews", json=invite_body("journal-1"))).json()
+        edge = await CALLS.wait_joined("journal-1")
+        edge.llm.say("Hello Ada, welcome.")
+        on_disk = TRANSCRIPTS["dir"] / transcript_name(accepted)
+        await wait_until(on_disk.exists, timeout=2)
+        live = json.loads(on_disk.read_text())
+        assert live["end_reason"] == "crashed" and [m["text"] for m in live["messages"]] == ["Hello Ada, welcome."]
+        assert live["version"] == 5 and live["interview_id"] == accepted["interview_id"]
+        await edge.candidate_says("Thank you.")
+        await wait_until(lambda: len(json.loads(on_disk.read_text())["messages"]) == 2, timeout=2)
+        edge.end_call()
+        await wait_until(lambda: json.loads(on_disk.read_text())["end_reason"] == "call_ended")
+        await wait_until(lambda: edge.agent.closed)
+        edge.llm.say("Goodbye, Ada.")  # late
+    doc = json.loads(on_disk.read_text())
+    assert doc["end_reason"] == "call_ended"
+    assert [m["text"] for m in doc["messages"]] == ["Hello Ada, welcome.", "Thank you.", "Goodbye, Ada."]
 
 
 async def test_the_interviewer_does_not_greet_an_empty_room(make_settings):

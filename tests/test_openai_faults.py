@@ -7,6 +7,7 @@ session. The Stream side is the in-process fake edge (tests/fakes.py).
 
 import asyncio
 import gc
+import json
 import logging
 import os
 import signal
@@ -25,7 +26,17 @@ from vision_agents.core.edge.types import Participant, TrackType
 from vision_agents.core.llm.events import LLMErrorEvent
 
 from bench.speech import FRAME, RATE, speech_frame
-from tests.conftest import AUTH, ROOT, TOKEN, free_port, invite_body, running, stored_transcript
+from tests.conftest import (
+    AUTH,
+    BUCKET,
+    ROOT,
+    TOKEN,
+    free_port,
+    invite_body,
+    running,
+    stored_transcript,
+    transcript_name,
+)
 from tests.fakes import CALLS, CANDIDATE, CallScript, FakeEdge, wait_until
 from tests.standins.openai_realtime import Call, RealtimeStandIn, sends_video
 from tests.test_reliability import wait_until_ready
@@ -274,6 +285,48 @@ async def test_a_real_process_at_debug_logs_no_instructions_transcript_or_secret
         assert secret not in logged, secret
     ours = [line for line in logged.splitlines() if accepted["interview_id"] in line]
     assert any("response.done" in line for line in ours) and any("error" in line for line in ours), ours
+
+
+async def test_a_process_killed_mid_interview_leaves_it_crashed_with_every_line_and_the_next_start_stores_it(
+    standin, gcs, tmp_path
+):
+    """SIGKILL (an OOM kill, a lost node) to a real service mid-interview: the transcript is on disk with every line
+    said before, `crashed`; the next start on the same TRANSCRIPT_DIR stores it in GCS like any other transcript."""
+    port, transcripts = free_port(), tmp_path / "t"
+    env = os.environ | {"PYTHONPATH": str(ROOT), "API_TOKEN": TOKEN, "STREAM_API_KEY": "k", "STREAM_API_SECRET": "s"}
+    env |= {"OPENAI_API_KEY": "sk-x", "OPENAI_BASE_URL": standin.url, "TRANSCRIPT_DIR": str(transcripts)}
+    env |= {"HOST": "127.0.0.1", "PORT": str(port), "GCS_BUCKET": BUCKET}
+    command = [sys.executable, str(ROOT / "tests" / "serve_with_fake_edge.py")]
+    service = subprocess.Popen(command, env=env, cwd=tmp_path, stderr=subprocess.DEVNULL)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=AUTH) as client:
+            await wait_until_ready(client)
+            accepted = (await client.post("/interviews", json=invite_body("of-killed"))).json()
+            await wait_until(lambda: "response.create" in standin.event_types(), timeout=30)
+            standin.interviewer_says("Welcome Ada. Tell me about the ledger.")
+            standin.candidate_said("We sharded it by account.")
+            on_disk = transcripts / transcript_name(accepted)
+            await wait_until(lambda: on_disk.exists() and len(json.loads(on_disk.read_text())["messages"]) == 2)
+            service.kill()
+            await asyncio.to_thread(service.wait, 10)
+    finally:
+        service.kill()
+    crashed = json.loads(on_disk.read_text())
+    assert crashed["end_reason"] == "crashed" and crashed["version"] == 5 and crashed["error"] is None
+    assert crashed["interview_id"] == accepted["interview_id"] and crashed["call_id"] == "of-killed"
+    assert [(m["role"], m["text"]) for m in crashed["messages"]] == [
+        ("interviewer", "Welcome Ada. Tell me about the ledger."),
+        ("candidate", "We sharded it by account."),
+    ]
+    assert not list(transcripts.rglob("*.tmp"))
+
+    service = subprocess.Popen(command, env=env, cwd=tmp_path, stderr=subprocess.DEVNULL)
+    try:
+        stored = await stored_transcript(gcs, accepted, timeout=30)  # offered with the leftovers, in the background
+        await wait_until(lambda: not on_disk.exists())
+    finally:
+        service.kill()
+    assert stored == crashed
 
 
 async def test_the_interviewer_never_watches_video_whatever_an_edge_announces(standin, make_settings, monkeypatch):
