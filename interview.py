@@ -100,7 +100,7 @@ class Interviewer(openai.Realtime):
             role = "interviewer" if kind.startswith("response.") else "candidate"
             line = self.lines.setdefault(item_id, {"role": role, "text": "", "at": datetime.now(UTC).isoformat()})
             line["text"] = event.get("transcript", line["text"])
-            self.journal()
+            asyncio.get_running_loop().call_soon(self.journal)  # apart: a full disk never stops the plugin's handling
         elif kind == "conversation.item.truncated" and item_id in self.lines:  # OpenAI sends no text of what was heard
             self.lines[item_id] |= {"interrupted": True, "spoken_ms": event["audio_end_ms"]}
         # The plugin logs an error event's message and raises a failed response, text and all, in a task nobody awaits.
