@@ -16,8 +16,7 @@ from google.cloud import exceptions, storage
 from openai import AsyncOpenAI
 from openai.types.realtime import ConversationItemCreateEvent, RealtimeSessionCreateRequestParam
 from pydantic import BaseModel, Field, StringConstraints, TypeAdapter
-from vision_agents.core import Agent, AgentLauncher, RedisSessionKVStore, SessionRegistry, User
-from vision_agents.core.edge.events import CallEndedEvent
+from vision_agents.core import Agent, AgentLauncher, RedisSessionKVStore, SessionRegistry, User, edge
 from vision_agents.plugins import getstream, openai
 
 from config import Settings
@@ -103,6 +102,8 @@ class Interviewer(openai.Realtime):
             asyncio.get_running_loop().call_soon(self.journal)  # apart: a full disk never stops the plugin's handling
         elif kind == "conversation.item.truncated" and item_id in self.lines:  # OpenAI sends no text of what was heard
             self.lines[item_id] |= {"interrupted": True, "spoken_ms": event["audio_end_ms"]}
+        elif kind == "conversation.item.input_audio_transcription.failed" and item_id in self.lines:  # kept, marked
+            self.lines[item_id] |= {"text": None, "transcription_failed": True}
         # The plugin logs an error event's message and raises a failed response, text and all, in a task nobody awaits.
         if kind != "error" and event.get("response", {}).get("status") != "failed":
             return await super()._handle_openai_event(event)
@@ -151,8 +152,8 @@ class Interviews(AgentLauncher):
         def save(end_reason: str | None) -> Path:
             """The transcript as it stands, on the loop, written whole then renamed: a crash never leaves half of it."""
             doc = {"version": 5, "interview_id": agent.id} | invite.model_dump(exclude={"questions"})
-            doc |= {"started_at": started_at.isoformat(), "ended_at": datetime.now(UTC).isoformat()}
-            doc |= {"end_reason": end_reason, "error": error, "messages": [x for x in llm.lines.values() if x["text"]]}
+            doc |= {"started_at": started_at.isoformat(), "ended_at": datetime.now(UTC).isoformat(), "error": error}
+            doc |= {"end_reason": end_reason, "messages": [x for x in llm.lines.values() if x["text"] != ""]}
             path.with_suffix(".tmp").write_bytes(TypeAdapter(dict).dump_json(doc, indent=1))
             return path.with_suffix(".tmp").replace(path)
 
@@ -166,11 +167,11 @@ class Interviews(AgentLauncher):
         pc.on("connectionstatechange", lambda: pc.connectionState in ("failed", "closed") and ended.put_nowait("error"))
         # Vision-Agents 0.6.9: Agent's CallEndedEvent handler awaits close(), which cancels that very handler task,
         # so both wait forever (agents.py on_call_ended); the closure is reachable only through the private map.
-        handlers = agent.events._handlers[CallEndedEvent.type]
+        handlers = agent.events._handlers[edge.events.CallEndedEvent.type]
         agent.events.unsubscribe(next(handler for handler in handlers if "Agent" in handler.__qualname__))
 
         @agent.events.subscribe
-        async def on_call_ended(_: CallEndedEvent) -> None:
+        async def on_call_ended(_: edge.events.CallEndedEvent) -> None:
             ended.put_nowait("call_ended")
 
         try:

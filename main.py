@@ -5,15 +5,13 @@ import logging
 from typing import Annotated, Any
 
 from dotenv import load_dotenv
-from fastapi import Depends, HTTPException
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from vision_agents.core import Runner, ServeOptions
-from vision_agents.core.agents.exceptions import MaxConcurrentSessionsExceeded, MaxSessionsPerCallExceeded
+from fastapi import Depends, HTTPException, security
+from vision_agents.core import Runner, ServeOptions, agents
 
 from config import Settings
 from interview import INVITE, Interviews, Invite
 
-Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(HTTPBearer(auto_error=False))]
+Credentials = Annotated[security.HTTPAuthorizationCredentials | None, Depends(security.HTTPBearer(auto_error=False))]
 REFUSED: dict[int | str, Any] = {code: {"model": dict[str, str]} for code in (401, 409, 429)}  # {"detail": "..."}
 
 
@@ -35,9 +33,9 @@ def create_runner(settings: Settings) -> Runner:
         INVITE.set(body)  # uvicorn serves only once the launcher is warmed up, and no longer once it stops
         try:
             session = await runner.fast_api.state.launcher.start_session(body.call_id, body.call_type)
-        except MaxSessionsPerCallExceeded:
+        except agents.exceptions.MaxSessionsPerCallExceeded:
             raise HTTPException(409, f"An interviewer is already on call {body.call_id}") from None
-        except MaxConcurrentSessionsExceeded:
+        except agents.exceptions.MaxConcurrentSessionsExceeded:
             raise HTTPException(429, "MAX_CONCURRENT_INTERVIEWS reached; retry later", {"Retry-After": "30"}) from None
         return {"interview_id": session.id, "call_id": body.call_id, "call_type": body.call_type, "status": "starting"}
 
