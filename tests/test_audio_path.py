@@ -1,8 +1,9 @@
-"""The candidate's audio on a real network: the receive buffer aiortc builds for every audio track (both legs). Figures
-(latency and continuity under network profiles, the join stall) are in the bench (`python -m bench.latency
-network|joinstall`, BENCHMARKS.md); these are the behaviours.
+"""The candidate's audio on a real network: the receive buffer aiortc builds for every audio track (both legs), and the
+TLS context the libraries' HTTPS clients share at a join. Figures (latency and continuity under network profiles, the
+join stall) are in the bench (`python -m bench.latency network|joinstall`, BENCHMARKS.md); these are the behaviours.
 """
 
+import httpx
 from aiortc import rtcrtpreceiver
 from aiortc.rtp import RtpPacket
 
@@ -81,3 +82,10 @@ def test_video_keeps_aiortcs_buffer_behaviour():
     assert buffer.add(packet(1, 3000)) == (False, None) and buffer.add(packet(2, 3000)) == (False, None)
     _, frame = buffer.add(packet(3, 6000))
     assert frame is not None and frame.data == b"\x01\x02" and frame.timestamp == 3000  # a whole two-packet frame
+
+
+def test_the_https_clients_built_at_each_join_share_one_tls_context():
+    """getstream builds about five httpx clients per join: each used to load certifi's CA bundle on the event loop."""
+    clients = [httpx.AsyncClient(), httpx.AsyncClient(), httpx.Client(), httpx.AsyncClient(proxy="http://127.0.0.1:9")]
+    contexts = {id(client._transport._pool._ssl_context) for client in clients}
+    assert len(contexts) == 1

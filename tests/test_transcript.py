@@ -191,24 +191,3 @@ async def test_a_barge_in_marks_the_interrupted_line_and_keeps_the_candidates_la
     assert [{k: v for k, v in m.items() if k != "at"} for m in doc["messages"]] == expected
     check_times(doc, spoken, standin)
     assert doc["version"] == 5
-
-
-async def test_a_turn_openai_failed_to_transcribe_is_kept_marked_in_its_spoken_place(standin, make_settings):
-    """`conversation.item.input_audio_transcription.failed`: the platform sees that an answer is missing, and where."""
-
-    async def play(script: Script) -> None:
-        await script.reply(GREETING)
-        turn = await script.candidate("(unintelligible)")
-        await script.reply("Could you say that again?")
-        script.standin.transcription_failed(turn, channel=script.channel)  # late, as transcriptions are
-
-    doc, _ = await transcript_of(standin, make_settings, "tr-failed", play)
-
-    assert [{k: v for k, v in m.items() if k != "at"} for m in doc["messages"]] == [
-        {"role": "interviewer", "text": GREETING},
-        {"role": "candidate", "text": None, "transcription_failed": True},
-        {"role": "interviewer", "text": "Could you say that again?"},
-    ]
-    assert [datetime.fromisoformat(m["at"]) for m in doc["messages"]] == sorted(
-        datetime.fromisoformat(m["at"]) for m in doc["messages"]
-    )

@@ -443,12 +443,6 @@ class RealtimeStandIn:
         usage = {"type": "duration", "seconds": 1.5}
         self.emit(call, "conversation.item.input_audio_transcription.completed", **ids, transcript=text, usage=usage)
 
-    def transcription_failed(self, item_id: str, channel: Any = None) -> None:
-        """OpenAI failing to transcribe a candidate turn: `input_audio_transcription.failed`, with its error."""
-        error = {"type": "transcription_error", "code": "audio_unintelligible", "message": "Audio is unintelligible."}
-        kind = "conversation.item.input_audio_transcription.failed"
-        self.emit(self.conversation(channel), kind, item_id=item_id, content_index=0, error=error | {"param": None})
-
     async def reply(
         self,
         text: str,
