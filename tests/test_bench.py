@@ -84,3 +84,12 @@ def test_network_quick_shapes_the_candidates_leg_and_measures_continuity_each_wa
     assert join["joins"] == 1 and join["lag_max_ms"] > 0 and join["live"]["expected_frames"] > 0, join
     assert join["live_continuity"]["to_openai"]["windows"] > 0, join
     print(result.stdout)
+
+
+def test_journal_bench_prints_each_size_and_dump():
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.journal", "--rounds", "1"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith(("| 20 ", "| 300 "))]
+    assert len(rows) == 4 and sum("pydantic (the service)" in row for row in rows) == 2, result.stdout
