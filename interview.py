@@ -170,8 +170,8 @@ class Interviews(AgentLauncher):
         pc.on("connectionstatechange", lambda: pc.connectionState in ("failed", "closed") and ended.put_nowait("error"))
         # Vision-Agents 0.6.9: Agent's CallEndedEvent handler awaits close(), which cancels that very handler task,
         # so both wait forever (agents.py on_call_ended); the closure is reachable only through the private map.
-        handlers = agent.events._handlers[edge.events.CallEndedEvent.type]
-        agent.events.unsubscribe(next(handler for handler in handlers if "Agent" in handler.__qualname__))
+        handlers = agent.events._handlers.get(edge.events.CallEndedEvent.type, {})
+        agent.events.unsubscribe(next((handler for handler in handlers if "Agent" in handler.__qualname__), None))
 
         @agent.events.subscribe
         async def on_call_ended(_: edge.events.CallEndedEvent) -> None:
