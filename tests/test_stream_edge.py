@@ -114,9 +114,8 @@ async def test_the_candidate_already_in_the_call(stream, openai, make_settings):
 
 async def test_the_candidate_leaving_ends_the_interview(stream, openai, make_settings):
     call_id = "se-left"
-    settings = make_settings(
-        idle_timeout_seconds=3
-    )  # also how long the interviewer waits for the candidate to be heard
+    # The idle timeout is also how long the interviewer waits for the candidate to be heard: not too short.
+    settings = make_settings(idle_timeout_seconds=3)
     async with running(settings, make_llm=None, make_edge=None) as (client, launcher):
         accepted = await start(client, call_id)
         await stream.wait_agent_joined(call_id)
